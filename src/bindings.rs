@@ -1,0 +1,10 @@
+//! Binding names, declared once; they must match `wrangler.toml`.
+
+/// D1 database: virtual keys and the usage ledger.
+pub const DB: &str = "DB";
+/// `[vars.GATEWAY]`: the operator's configuration table (or a JSON string).
+pub const GATEWAY_CONFIG_VAR: &str = "GATEWAY";
+/// Secret guarding `/admin/*`. Without it the gateway rejects every request.
+pub const ADMIN_TOKEN_SECRET: &str = "ADMIN_TOKEN";
+/// Shortest `ADMIN_TOKEN` accepted; anything shorter counts as missing.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;

@@ -1,0 +1,267 @@
+//! The admin API under `/admin/`, guarded by the `ADMIN_TOKEN` secret:
+//! virtual keys (create → shown once, list, get, update, revoke), ledger rows,
+//! and the effective configuration with secrets reduced to set/missing.
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use worker::{Env, Request, Response, Url};
+
+use crate::config::ResolvedKind;
+use crate::error::GatewayError;
+use crate::handlers::{authenticate_admin, config, database, secret};
+use crate::http::{json_response, now_ms, random_bytes, read_body_limited};
+use crate::keys::{display_prefix, format_key, format_key_id, hash_key, validate_allowed_models};
+use crate::request::parse_json_object;
+use crate::router::Route;
+use crate::store::{self, NewKey};
+
+const ADMIN_BODY_LIMIT: u64 = 64 * 1024;
+
+/// Dispatches an admin route after checking the admin token.
+pub async fn handle(mut req: Request, env: &Env, route: Route) -> Result<Response, GatewayError> {
+    authenticate_admin(&req, env)?;
+    let method = req.method().to_string();
+    match (route, method.as_str()) {
+        (Route::AdminKeys, "POST") => create_key(&mut req, env).await,
+        (Route::AdminKeys, _) => list_keys(env).await,
+        (Route::AdminKey(id), "GET") => get_key(env, &id).await,
+        (Route::AdminKey(id), "PATCH") => update_key(&mut req, env, &id).await,
+        (Route::AdminKey(id), _) | (Route::AdminKeyRevoke(id), _) => revoke_key(env, &id).await,
+        (Route::AdminRequests, _) => list_requests(&req, env).await,
+        (Route::AdminRequest(id), _) => get_request(env, &id).await,
+        (Route::AdminConfig, _) => effective_config(env),
+        _ => Err(GatewayError::NotFound),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    name: String,
+    #[serde(default)]
+    allowed_models: Option<Vec<String>>,
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+}
+
+fn validate_name(name: &str) -> Result<(), GatewayError> {
+    if name.trim().is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(GatewayError::invalid_param(
+            "name",
+            "'name' must be 1-100 printable characters.",
+        ));
+    }
+    Ok(())
+}
+
+async fn read_admin_json(req: &mut Request) -> Result<Map<String, Value>, GatewayError> {
+    let raw = read_body_limited(req, ADMIN_BODY_LIMIT).await?;
+    parse_json_object(&raw)
+}
+
+/// `POST /admin/keys` — the plaintext key is in this response and nowhere else, ever.
+async fn create_key(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
+    let body = read_admin_json(req).await?;
+    let input: CreateKey = serde_json::from_value(Value::Object(body))
+        .map_err(|e| GatewayError::invalid(format!("Invalid key request: {e}.")))?;
+    validate_name(&input.name)?;
+    if let Some(list) = &input.allowed_models {
+        validate_allowed_models(list)?;
+    }
+    let metadata = match &input.metadata {
+        Some(m) => {
+            let s = Value::Object(m.clone()).to_string();
+            if s.len() > 2048 {
+                return Err(GatewayError::invalid_param(
+                    "metadata",
+                    "'metadata' must be at most 2 KB of JSON.",
+                ));
+            }
+            Some(s)
+        }
+        None => None,
+    };
+    let key = format_key(&random_bytes::<24>()?);
+    let id = format_key_id(&random_bytes::<8>()?);
+    let prefix = display_prefix(&key);
+    let created_at = now_ms();
+    let db = database(env)?;
+    let allowed_models = input
+        .allowed_models
+        .as_ref()
+        .map(|l| serde_json::to_string(l).unwrap_or_else(|_| "[]".to_owned()));
+    store::insert_key(
+        &db,
+        &NewKey {
+            id: &id,
+            key_hash: &hash_key(&key),
+            key_prefix: &prefix,
+            name: &input.name,
+            allowed_models,
+            metadata,
+            created_at,
+        },
+    )
+    .await?;
+    let record = store::get_key(&db, &id)
+        .await?
+        .ok_or(GatewayError::Internal)?;
+    let mut out = record.to_api();
+    if let Some(o) = out.as_object_mut() {
+        o.insert("key".to_owned(), Value::String(key));
+    }
+    json_response(&out, 201)
+}
+
+/// `GET /admin/keys`
+async fn list_keys(env: &Env) -> Result<Response, GatewayError> {
+    let db = database(env)?;
+    let keys = store::list_keys(&db).await?;
+    let data: Vec<Value> = keys.iter().map(store::KeyRecord::to_api).collect();
+    json_response(&json!({"object": "list", "data": data}), 200)
+}
+
+/// `GET /admin/keys/{id}`
+async fn get_key(env: &Env, id: &str) -> Result<Response, GatewayError> {
+    let db = database(env)?;
+    let record = store::get_key(&db, id)
+        .await?
+        .ok_or(GatewayError::ResourceNotFound { what: "key" })?;
+    json_response(&record.to_api(), 200)
+}
+
+/// `PATCH /admin/keys/{id}` — `{"name"?: string, "allowed_models"?: [..] | null}`.
+async fn update_key(req: &mut Request, env: &Env, id: &str) -> Result<Response, GatewayError> {
+    let body = read_admin_json(req).await?;
+    if let Some(unknown) = body.keys().find(|k| *k != "name" && *k != "allowed_models") {
+        return Err(GatewayError::invalid_param(
+            unknown,
+            format!("Unknown field '{unknown}'; only 'name' and 'allowed_models' can be changed."),
+        ));
+    }
+    let name = match body.get("name") {
+        None => None,
+        Some(Value::String(n)) => {
+            validate_name(n)?;
+            Some(n.as_str())
+        }
+        Some(_) => {
+            return Err(GatewayError::invalid_param(
+                "name",
+                "'name' must be a string.",
+            ))
+        }
+    };
+    let allowed_models = match body.get("allowed_models") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(v) => {
+            let list: Vec<String> = serde_json::from_value(v.clone()).map_err(|_| {
+                GatewayError::invalid_param(
+                    "allowed_models",
+                    "'allowed_models' must be an array of strings or null.",
+                )
+            })?;
+            validate_allowed_models(&list)?;
+            Some(Some(
+                serde_json::to_string(&list).map_err(|_| GatewayError::Internal)?,
+            ))
+        }
+    };
+    let db = database(env)?;
+    store::get_key(&db, id)
+        .await?
+        .ok_or(GatewayError::ResourceNotFound { what: "key" })?;
+    store::update_key(&db, id, name, allowed_models).await?;
+    get_key(env, id).await
+}
+
+/// `DELETE /admin/keys/{id}` and `POST /admin/keys/{id}/revoke` — revocation
+/// keeps the record so ledger rows still name their key.
+async fn revoke_key(env: &Env, id: &str) -> Result<Response, GatewayError> {
+    let db = database(env)?;
+    store::get_key(&db, id)
+        .await?
+        .ok_or(GatewayError::ResourceNotFound { what: "key" })?;
+    store::revoke_key(&db, id, now_ms()).await?;
+    get_key(env, id).await
+}
+
+/// `GET /admin/requests?limit=100&key_id=…` — newest ledger rows first.
+async fn list_requests(req: &Request, env: &Env) -> Result<Response, GatewayError> {
+    let url: Url = req.url().map_err(|_| GatewayError::invalid("Bad URL."))?;
+    let mut limit = 100u32;
+    let mut key_id = None;
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "limit" => {
+                limit = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| {
+                        GatewayError::invalid_param(
+                            "limit",
+                            "'limit' must be an integer from 1 to 1000.",
+                        )
+                    })?;
+            }
+            "key_id" => key_id = Some(v.into_owned()),
+            other => {
+                return Err(GatewayError::invalid_param(
+                    other,
+                    format!("Unknown query parameter '{other}'."),
+                ))
+            }
+        }
+    }
+    let db = database(env)?;
+    let rows = store::list_requests(&db, key_id.as_deref(), limit).await?;
+    json_response(&json!({"object": "list", "data": rows}), 200)
+}
+
+/// `GET /admin/requests/{request_id}`
+async fn get_request(env: &Env, id: &str) -> Result<Response, GatewayError> {
+    let db = database(env)?;
+    let row = store::get_request(&db, id)
+        .await?
+        .ok_or(GatewayError::ResourceNotFound { what: "request" })?;
+    json_response(&row, 200)
+}
+
+/// `GET /admin/config` — the validated config plus, per provider, where it
+/// sends requests and whether its key secret is set (never the value).
+fn effective_config(env: &Env) -> Result<Response, GatewayError> {
+    let config = config(env)?;
+    let providers: Map<String, Value> = config
+        .providers
+        .iter()
+        .map(|(name, p)| {
+            let kind = p.kind_name(name).to_owned();
+            let secret_name = p.secret_name(name);
+            let key_state = match (&secret_name, p.resolved_kind(name)) {
+                (_, Some(ResolvedKind::Demo)) => "not_required",
+                (Some(s), _) if secret(env, s).is_some() => "set",
+                _ => "missing",
+            };
+            (
+                name.clone(),
+                json!({
+                    "kind": kind,
+                    "base_url": p.base_url(name),
+                    "api_key_secret": secret_name,
+                    "api_key": key_state,
+                    "models": p.models,
+                }),
+            )
+        })
+        .collect();
+    json_response(
+        &json!({
+            "providers": providers,
+            "models": config.models,
+            "limits": config.limits,
+        }),
+        200,
+    )
+}

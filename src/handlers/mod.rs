@@ -1,0 +1,124 @@
+//! Route handlers and what they share: the per-isolate config and the two
+//! credential checks (virtual key, admin token). Both checks fail closed: a
+//! missing `ADMIN_TOKEN`, an invalid config or an unreadable key store rejects
+//! the request.
+
+pub mod admin;
+pub mod health;
+pub mod models;
+pub mod proxy;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use worker::{console_error, D1Database, Env, Request};
+
+use crate::bindings::{ADMIN_TOKEN_SECRET, DB, GATEWAY_CONFIG_VAR, MIN_ADMIN_TOKEN_LEN};
+use crate::config::GatewayConfig;
+use crate::error::GatewayError;
+use crate::keys::{hash_key, parse_presented_key, KeyGrant, UNAUTHORIZED_UNKNOWN};
+use crate::secret::Secret;
+use crate::store;
+
+thread_local! {
+    /// Parsed once per isolate: an isolate's bindings never change.
+    static CONFIG: RefCell<Option<Rc<GatewayConfig>>> = const { RefCell::new(None) };
+}
+
+fn parse_config(env: &Env) -> Result<GatewayConfig, GatewayError> {
+    // `[vars.GATEWAY]` arrives as an object; `.dev.vars` or a secret can
+    // override it with a JSON string.
+    let value: serde_json::Value = env.object_var(GATEWAY_CONFIG_VAR).map_err(|e| {
+        console_error!("config: binding {GATEWAY_CONFIG_VAR} is missing or unreadable: {e}");
+        GatewayError::Misconfigured
+    })?;
+    let value = match value {
+        serde_json::Value::String(s) => serde_json::from_str(&s).map_err(|e| {
+            console_error!("config: {GATEWAY_CONFIG_VAR} is a string but not JSON: {e}");
+            GatewayError::Misconfigured
+        })?,
+        other => other,
+    };
+    GatewayConfig::from_json(value).map_err(|errors| {
+        for e in errors {
+            console_error!("config: {e}");
+        }
+        GatewayError::Misconfigured
+    })
+}
+
+/// The validated configuration.
+pub fn config(env: &Env) -> Result<Rc<GatewayConfig>, GatewayError> {
+    if let Some(c) = CONFIG.with(|c| c.borrow().clone()) {
+        return Ok(c);
+    }
+    let parsed = Rc::new(parse_config(env)?);
+    CONFIG.with(|c| *c.borrow_mut() = Some(parsed.clone()));
+    Ok(parsed)
+}
+
+/// A Worker secret (or `.dev.vars` entry) by name.
+pub fn secret(env: &Env, name: &str) -> Option<Secret> {
+    env.secret(name)
+        .ok()
+        .map(|s| Secret::new(s.to_string()))
+        .filter(|s| !s.is_empty())
+}
+
+/// The admin token, or `Misconfigured` when it is absent or too short to be
+/// a real secret (fail closed: the whole gateway refuses to serve).
+pub fn admin_token(env: &Env) -> Result<Secret, GatewayError> {
+    match secret(env, ADMIN_TOKEN_SECRET) {
+        Some(t) if t.expose().len() >= MIN_ADMIN_TOKEN_LEN => Ok(t),
+        _ => {
+            console_error!(
+                "{ADMIN_TOKEN_SECRET} is not set (or shorter than {MIN_ADMIN_TOKEN_LEN} characters); \
+                 rejecting all requests"
+            );
+            Err(GatewayError::Misconfigured)
+        }
+    }
+}
+
+pub fn database(env: &Env) -> Result<D1Database, GatewayError> {
+    env.d1(DB).map_err(|e| {
+        console_error!("D1 binding {DB} is missing: {e}");
+        GatewayError::Misconfigured
+    })
+}
+
+fn header(req: &Request, name: &str) -> Option<String> {
+    req.headers().get(name).ok().flatten()
+}
+
+/// Checks the virtual key (`Authorization: Bearer tg-…`, or `x-api-key: tg-…`
+/// as Anthropic SDKs send it) against D1.
+pub async fn authenticate_key(req: &Request, env: &Env) -> Result<KeyGrant, GatewayError> {
+    admin_token(env)?;
+    let key = match (header(req, "authorization"), header(req, "x-api-key")) {
+        (Some(auth), _) => parse_presented_key(Some(&auth), true)?.to_owned(),
+        (None, Some(api_key)) => parse_presented_key(Some(&api_key), false)?.to_owned(),
+        (None, None) => parse_presented_key(None, true)?.to_owned(),
+    };
+    let db = database(env)?;
+    store::find_active_key(&db, &hash_key(&key))
+        .await?
+        .ok_or(UNAUTHORIZED_UNKNOWN)
+}
+
+/// Checks `Authorization: Bearer <ADMIN_TOKEN>` in constant time.
+pub fn authenticate_admin(req: &Request, env: &Env) -> Result<(), GatewayError> {
+    let token = admin_token(env)?;
+    let presented = header(req, "authorization");
+    let bearer = presented
+        .as_deref()
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    match bearer {
+        Some(t) if token.matches(t) => Ok(()),
+        _ => Err(GatewayError::Unauthorized {
+            message: "Admin endpoints need 'Authorization: Bearer <ADMIN_TOKEN>'.",
+        }),
+    }
+}

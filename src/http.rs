@@ -1,0 +1,114 @@
+//! Thin helpers over workers-rs for requests and responses: bounded body
+//! reads, JSON and error responses, ids and clocks.
+
+use futures::StreamExt;
+use serde::Serialize;
+use worker::{console_error, Headers, Request, Response};
+
+use crate::error::GatewayError;
+
+pub const REQUEST_ID_HEADER: &str = "x-tollgate-request-id";
+
+/// Milliseconds since the epoch (Workers' clock advances only across I/O,
+/// which is exactly the resolution latency accounting needs).
+pub fn now_ms() -> u64 {
+    worker::Date::now().as_millis()
+}
+
+/// Random bytes from the platform CSPRNG.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], GatewayError> {
+    let mut buf = [0u8; N];
+    getrandom::getrandom(&mut buf).map_err(|e| {
+        console_error!("getrandom failed: {e}");
+        GatewayError::Internal
+    })?;
+    Ok(buf)
+}
+
+/// A fresh gateway request id: `req_` + 32 hex characters.
+pub fn new_request_id() -> String {
+    match random_bytes::<16>() {
+        Ok(b) => format!("req_{}", hex::encode(b)),
+        // Still unique enough to keep the ledger's primary key distinct within
+        // this isolate; getrandom failing is not expected on Workers.
+        Err(_) => format!("req_t{}", now_ms()),
+    }
+}
+
+/// Reads a request body, refusing more than `limit` bytes (checked against
+/// `Content-Length` first and again while streaming, since the header can lie).
+pub async fn read_body_limited(req: &mut Request, limit: u64) -> Result<Vec<u8>, GatewayError> {
+    let too_large = GatewayError::PayloadTooLarge { limit_bytes: limit };
+    if let Ok(Some(len)) = req.headers().get("content-length") {
+        if len
+            .trim()
+            .parse::<u64>()
+            .map(|n| n > limit)
+            .unwrap_or(false)
+        {
+            return Err(too_large);
+        }
+    }
+    let Ok(mut stream) = req.stream() else {
+        // No body at all.
+        return Ok(Vec::new());
+    };
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| GatewayError::invalid("Could not read the request body."))?;
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            return Err(too_large);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A JSON response with the given status.
+pub fn json_response<T: Serialize>(value: &T, status: u16) -> Result<Response, GatewayError> {
+    let body = serde_json::to_vec(value).map_err(|_| GatewayError::Internal)?;
+    let headers = Headers::new();
+    set_header(&headers, "content-type", "application/json");
+    Ok(Response::from_bytes(body)
+        .map_err(|_| GatewayError::Internal)?
+        .with_status(status)
+        .with_headers(headers))
+}
+
+/// Sets a header, logging (never panicking) if the platform refuses it.
+pub fn set_header(headers: &Headers, name: &str, value: &str) {
+    if let Err(e) = headers.set(name, value) {
+        console_error!("could not set header {name}: {e}");
+    }
+}
+
+/// Renders an error as OpenAI's error body. Infallible by construction: if the
+/// platform cannot build the JSON response, a plain one is returned instead.
+pub fn error_response(err: &GatewayError, request_id: Option<&str>) -> Response {
+    let status = err.status();
+    let body = err.to_body().to_string();
+    let headers = Headers::new();
+    set_header(&headers, "content-type", "application/json");
+    if let Some(id) = request_id {
+        set_header(&headers, REQUEST_ID_HEADER, id);
+    }
+    if let Some(ra) = err.retry_after() {
+        set_header(&headers, "retry-after", ra);
+    }
+    if let GatewayError::MethodNotAllowed { allowed } = err {
+        set_header(&headers, "allow", allowed);
+    }
+    match Response::from_bytes(body.into_bytes()) {
+        Ok(r) => r.with_status(status).with_headers(headers),
+        Err(_) => Response::empty()
+            .map(|r| r.with_status(status))
+            .unwrap_or_else(|_| Response::empty().unwrap_or_else(|_| unreachable_response())),
+    }
+}
+
+/// `Response::empty()` only fails if the JS runtime cannot allocate a
+/// Response object at all; there is nothing better to return then.
+fn unreachable_response() -> Response {
+    Response::from_body(worker::ResponseBody::Empty)
+        .unwrap_or_else(|_| Response::builder().with_status(500).empty())
+}

@@ -1,0 +1,219 @@
+//! The usage ledger: one D1 row per request, written after the response in
+//! `ctx.wait_until`, idempotent on the gateway's request id (`INSERT OR
+//! IGNORE`, so a retried write never doubles a row).
+//!
+//! This module builds the row and its bound values; `store.rs` runs the SQL.
+
+use crate::usage::{StreamEnd, Usage};
+
+/// Which endpoint a row belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Embeddings,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "chat.completions",
+            Self::Embeddings => "embeddings",
+        }
+    }
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A complete, successful response.
+    Ok,
+    /// Rejected by the gateway before any upstream call (validation, model
+    /// not allowed, provider not configured…).
+    Rejected,
+    /// The provider answered with an error, or could not be reached.
+    UpstreamError,
+    /// A stream broke after bytes had reached the client.
+    UpstreamTruncated,
+    /// The client went away before the response finished.
+    ClientAborted,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Rejected => "rejected",
+            Self::UpstreamError => "upstream_error",
+            Self::UpstreamTruncated => "upstream_truncated",
+            Self::ClientAborted => "client_aborted",
+        }
+    }
+
+    pub fn from_stream_end(end: StreamEnd) -> Self {
+        match end {
+            StreamEnd::Completed => Self::Ok,
+            StreamEnd::UpstreamErrorFrame => Self::UpstreamError,
+            StreamEnd::Truncated => Self::UpstreamTruncated,
+            StreamEnd::ClientAborted => Self::ClientAborted,
+        }
+    }
+}
+
+/// A value bound to a `?N` placeholder; converted to a JS value by the store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+impl From<Option<u64>> for SqlValue {
+    fn from(v: Option<u64>) -> Self {
+        v.map_or(Self::Null, |n| {
+            Self::Int(i64::try_from(n).unwrap_or(i64::MAX))
+        })
+    }
+}
+
+impl From<Option<String>> for SqlValue {
+    fn from(v: Option<String>) -> Self {
+        v.map_or(Self::Null, Self::Text)
+    }
+}
+
+/// One request's row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRow {
+    pub request_id: String,
+    pub created_at_ms: u64,
+    pub key_id: String,
+    pub endpoint: Endpoint,
+    pub model_requested: Option<String>,
+    pub provider: Option<String>,
+    /// The model the provider says answered (falls back to the model sent).
+    pub model_used: Option<String>,
+    pub stream: bool,
+    /// HTTP status the client received.
+    pub status: u16,
+    pub outcome: Outcome,
+    pub error_code: Option<String>,
+    pub usage: Option<Usage>,
+    pub latency_ms: u64,
+    /// Time to the first byte sent to the client, for streams.
+    pub ttft_ms: Option<u64>,
+    /// Compact JSON from `x-tollgate-metadata`.
+    pub metadata: Option<String>,
+}
+
+pub const INSERT_REQUEST_SQL: &str = "INSERT OR IGNORE INTO requests (\
+    request_id, created_at, key_id, endpoint, model_requested, provider, model_used, stream, \
+    status, outcome, error_code, prompt_tokens, completion_tokens, total_tokens, \
+    cached_prompt_tokens, reasoning_tokens, usage_source, latency_ms, ttft_ms, metadata) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)";
+
+impl RequestRow {
+    /// Values for [`INSERT_REQUEST_SQL`], in placeholder order.
+    pub fn bind_values(&self) -> Vec<SqlValue> {
+        let u = self.usage;
+        // `provider` when the provider reported usage; `none` when it did not
+        // (errors, truncated streams) so nobody mistakes a missing count for 0.
+        let usage_source = if u.is_some() { "provider" } else { "none" };
+        vec![
+            SqlValue::Text(self.request_id.clone()),
+            Some(self.created_at_ms).into(),
+            SqlValue::Text(self.key_id.clone()),
+            SqlValue::Text(self.endpoint.as_str().to_owned()),
+            self.model_requested.clone().into(),
+            self.provider.clone().into(),
+            self.model_used.clone().into(),
+            SqlValue::Int(i64::from(self.stream)),
+            SqlValue::Int(i64::from(self.status)),
+            SqlValue::Text(self.outcome.as_str().to_owned()),
+            self.error_code.clone().into(),
+            u.map(|u| u.prompt_tokens).into(),
+            u.map(|u| u.completion_tokens).into(),
+            u.map(|u| u.total_tokens).into(),
+            u.and_then(|u| u.cached_prompt_tokens).into(),
+            u.and_then(|u| u.reasoning_tokens).into(),
+            SqlValue::Text(usage_source.to_owned()),
+            Some(self.latency_ms).into(),
+            self.ttft_ms.into(),
+            self.metadata.clone().into(),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_values_match_placeholders() {
+        let row = RequestRow {
+            request_id: "req_1".into(),
+            created_at_ms: 1_700_000_000_000,
+            key_id: "key_1".into(),
+            endpoint: Endpoint::ChatCompletions,
+            model_requested: Some("fast".into()),
+            provider: Some("demo".into()),
+            model_used: Some("echo".into()),
+            stream: true,
+            status: 200,
+            outcome: Outcome::Ok,
+            error_code: None,
+            usage: Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 4,
+                total_tokens: 7,
+                cached_prompt_tokens: None,
+                reasoning_tokens: Some(1),
+            }),
+            latency_ms: 12,
+            ttft_ms: Some(5),
+            metadata: Some(r#"{"user":"u"}"#.into()),
+        };
+        let v = row.bind_values();
+        let placeholders = INSERT_REQUEST_SQL.matches('?').count();
+        assert_eq!(v.len(), placeholders);
+        let columns = INSERT_REQUEST_SQL
+            .split_once('(')
+            .unwrap()
+            .1
+            .split_once(')')
+            .unwrap()
+            .0
+            .split(',')
+            .count();
+        assert_eq!(columns, placeholders);
+        assert_eq!(v[0], SqlValue::Text("req_1".into()));
+        assert_eq!(v[7], SqlValue::Int(1));
+        assert_eq!(v[11], SqlValue::Int(3));
+        assert_eq!(v[14], SqlValue::Null);
+        assert_eq!(v[16], SqlValue::Text("provider".into()));
+        assert_eq!(v[18], SqlValue::Int(5));
+    }
+
+    #[test]
+    fn missing_usage_is_marked_not_zero() {
+        let row = RequestRow {
+            request_id: "r".into(),
+            created_at_ms: 0,
+            key_id: "k".into(),
+            endpoint: Endpoint::Embeddings,
+            model_requested: None,
+            provider: None,
+            model_used: None,
+            stream: false,
+            status: 502,
+            outcome: Outcome::UpstreamError,
+            error_code: Some("upstream_unreachable".into()),
+            usage: None,
+            latency_ms: 1,
+            ttft_ms: None,
+            metadata: None,
+        };
+        let v = row.bind_values();
+        assert_eq!(v[11], SqlValue::Null);
+        assert_eq!(v[16], SqlValue::Text("none".into()));
+    }
+}

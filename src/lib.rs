@@ -1,0 +1,66 @@
+//! tollgate: an AI gateway that runs as a Cloudflare Worker.
+//!
+//! Pure logic (config, validation, routing, translation, usage, ledger rows,
+//! SSE) lives in modules free of `worker` types and is tested natively with
+//! `cargo test`; `handlers`, `http`, `store` and `upstream` are the thin
+//! platform layer. See README.md for the request flow.
+
+pub mod bindings;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod ledger;
+pub mod providers;
+pub mod request;
+pub mod router;
+pub mod routing;
+pub mod secret;
+pub mod sse;
+pub mod usage;
+
+#[cfg(target_arch = "wasm32")]
+mod handlers;
+#[cfg(target_arch = "wasm32")]
+mod http;
+#[cfg(target_arch = "wasm32")]
+mod store;
+#[cfg(target_arch = "wasm32")]
+mod upstream;
+
+#[cfg(target_arch = "wasm32")]
+mod entry {
+    use worker::{event, Context, Env, Request, Response};
+
+    use crate::error::GatewayError;
+    use crate::handlers;
+    use crate::http::error_response;
+    use crate::ledger::Endpoint;
+    use crate::router::{route, Route};
+
+    #[event(start)]
+    fn start() {
+        console_error_panic_hook::set_once();
+    }
+
+    /// Every route. Nothing escapes as `Err`: workers-rs would render it as a
+    /// bare 500 with internals, so each failure is an OpenAI error body here.
+    #[event(fetch)]
+    async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+        let method = req.method().to_string();
+        let r = route(&method, &req.path());
+        let result = match r {
+            Route::Health => handlers::health::handle(&env),
+            Route::ChatCompletions => {
+                return Ok(handlers::proxy::handle(req, env, &ctx, Endpoint::ChatCompletions).await)
+            }
+            Route::Embeddings => {
+                return Ok(handlers::proxy::handle(req, env, &ctx, Endpoint::Embeddings).await)
+            }
+            Route::Models => handlers::models::handle(&req, &env).await,
+            Route::MethodNotAllowed(allowed) => Err(GatewayError::MethodNotAllowed { allowed }),
+            Route::NotFound => Err(GatewayError::NotFound),
+            admin => handlers::admin::handle(req, &env, admin).await,
+        };
+        Ok(result.unwrap_or_else(|e| error_response(&e, None)))
+    }
+}

@@ -1,0 +1,152 @@
+//! The route table: method + path → handler, and which credential each route
+//! requires. Pure, so the inventory test below can prove that every route but
+//! `/healthz` is authenticated (anchors-reliability S1c, S4).
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    Public,
+    VirtualKey,
+    Admin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    ChatCompletions,
+    Embeddings,
+    Models,
+    AdminKeys,
+    AdminKey(String),
+    AdminKeyRevoke(String),
+    AdminRequests,
+    AdminRequest(String),
+    AdminConfig,
+    /// A known path with the wrong method; carries the allowed methods.
+    MethodNotAllowed(&'static str),
+    NotFound,
+}
+
+impl Route {
+    pub fn guard(&self) -> Guard {
+        match self {
+            Self::Health | Self::NotFound | Self::MethodNotAllowed(_) => Guard::Public,
+            Self::ChatCompletions | Self::Embeddings | Self::Models => Guard::VirtualKey,
+            Self::AdminKeys
+            | Self::AdminKey(_)
+            | Self::AdminKeyRevoke(_)
+            | Self::AdminRequests
+            | Self::AdminRequest(_)
+            | Self::AdminConfig => Guard::Admin,
+        }
+    }
+}
+
+/// Ids in admin paths are short and plain; anything else is not a route.
+fn plain_id(s: &str) -> Option<String> {
+    (!s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+    .then(|| s.to_owned())
+}
+
+/// Routes by URL path only (never by `Host`). One trailing slash is ignored.
+pub fn route(method: &str, path: &str) -> Route {
+    let path = path
+        .strip_suffix('/')
+        .filter(|p| !p.is_empty())
+        .unwrap_or(path);
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let m = method;
+    let only = |allowed: &'static str, r: Route| {
+        if allowed.split(", ").any(|a| a == m) {
+            r
+        } else {
+            Route::MethodNotAllowed(allowed)
+        }
+    };
+    match segments.as_slice() {
+        ["healthz"] => only("GET, HEAD", Route::Health),
+        ["v1", "chat", "completions"] => only("POST", Route::ChatCompletions),
+        ["v1", "embeddings"] => only("POST", Route::Embeddings),
+        ["v1", "models"] => only("GET", Route::Models),
+        ["admin", "keys"] => only("GET, POST", Route::AdminKeys),
+        ["admin", "keys", id] => match plain_id(id) {
+            Some(id) => only("GET, PATCH, DELETE", Route::AdminKey(id)),
+            None => Route::NotFound,
+        },
+        ["admin", "keys", id, "revoke"] => match plain_id(id) {
+            Some(id) => only("POST", Route::AdminKeyRevoke(id)),
+            None => Route::NotFound,
+        },
+        ["admin", "requests"] => only("GET", Route::AdminRequests),
+        ["admin", "requests", id] => match plain_id(id) {
+            Some(id) => only("GET", Route::AdminRequest(id)),
+            None => Route::NotFound,
+        },
+        ["admin", "config"] => only("GET", Route::AdminConfig),
+        _ => Route::NotFound,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            route("POST", "/v1/chat/completions"),
+            Route::ChatCompletions
+        );
+        assert_eq!(
+            route("POST", "/v1/chat/completions/"),
+            Route::ChatCompletions
+        );
+        assert_eq!(
+            route("GET", "/v1/chat/completions"),
+            Route::MethodNotAllowed("POST")
+        );
+        assert_eq!(
+            route("GET", "/admin/keys/key_1"),
+            Route::AdminKey("key_1".into())
+        );
+        assert_eq!(
+            route("POST", "/admin/keys/key_1/revoke"),
+            Route::AdminKeyRevoke("key_1".into())
+        );
+        assert_eq!(route("GET", "/admin/keys/a%20b"), Route::NotFound);
+        assert_eq!(route("GET", "/"), Route::NotFound);
+        assert_eq!(route("GET", "/v1//models"), Route::NotFound);
+        assert_eq!(route("HEAD", "/healthz"), Route::Health);
+    }
+
+    /// Route inventory: every route that does anything carries a credential
+    /// check, and the admin prefix is admin-only.
+    #[test]
+    fn every_route_but_health_is_guarded() {
+        let paths = [
+            ("POST", "/v1/chat/completions"),
+            ("POST", "/v1/embeddings"),
+            ("GET", "/v1/models"),
+            ("GET", "/admin/keys"),
+            ("POST", "/admin/keys"),
+            ("GET", "/admin/keys/k"),
+            ("PATCH", "/admin/keys/k"),
+            ("DELETE", "/admin/keys/k"),
+            ("POST", "/admin/keys/k/revoke"),
+            ("GET", "/admin/requests"),
+            ("GET", "/admin/requests/r"),
+            ("GET", "/admin/config"),
+        ];
+        for (m, p) in paths {
+            let r = route(m, p);
+            assert_ne!(r.guard(), Guard::Public, "{m} {p} -> {r:?}");
+            if p.starts_with("/admin/") {
+                assert_eq!(r.guard(), Guard::Admin, "{m} {p}");
+            }
+        }
+        assert_eq!(route("GET", "/healthz").guard(), Guard::Public);
+    }
+}

@@ -1,0 +1,243 @@
+//! D1 access: virtual keys and ledger rows. Every statement is a constant
+//! string with `?N` placeholders and bound values; no SQL is ever built from
+//! input (anchors-reliability S3).
+
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::JsValue;
+use worker::{console_error, D1Database};
+
+use crate::error::GatewayError;
+use crate::keys::KeyGrant;
+use crate::ledger::{RequestRow, SqlValue, INSERT_REQUEST_SQL};
+
+fn js(v: &SqlValue) -> JsValue {
+    match v {
+        SqlValue::Null => JsValue::NULL,
+        // Numbers go to D1 as JS numbers (exact below 2^53, far above any
+        // count or timestamp stored here); D1 does not accept BigInt.
+        SqlValue::Int(n) => JsValue::from_f64(*n as f64),
+        SqlValue::Text(s) => JsValue::from_str(s),
+    }
+}
+
+fn db_error(what: &str, e: &worker::Error) -> GatewayError {
+    console_error!("D1 {what} failed: {e}");
+    // A key store that cannot be read is a reason to reject, never to admit.
+    GatewayError::Misconfigured
+}
+
+/// A key record as stored (minus its hash).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyRecord {
+    pub id: String,
+    pub key_prefix: String,
+    pub name: String,
+    /// JSON array text in D1; decoded for the API.
+    pub allowed_models: Option<String>,
+    pub metadata: Option<String>,
+    pub created_at: f64,
+    pub revoked_at: Option<f64>,
+}
+
+impl KeyRecord {
+    pub fn allowed_models_list(&self) -> Option<Vec<String>> {
+        self.allowed_models
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+    }
+
+    pub fn grant(&self) -> KeyGrant {
+        KeyGrant {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            // A stored list that does not parse grants nothing (fail closed).
+            allowed_models: self
+                .allowed_models
+                .as_ref()
+                .map(|_| self.allowed_models_list().unwrap_or_default()),
+        }
+    }
+
+    /// The record as the admin API shows it.
+    pub fn to_api(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "object": "virtual_key",
+            "key_prefix": self.key_prefix,
+            "name": self.name,
+            "allowed_models": self.allowed_models_list(),
+            "metadata": self.metadata.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok()),
+            "created_at": self.created_at as u64,
+            "revoked_at": self.revoked_at.map(|t| t as u64),
+        })
+    }
+}
+
+const KEY_COLUMNS: &str = "id, key_prefix, name, allowed_models, metadata, created_at, revoked_at";
+
+/// The active key with this hash, if any.
+pub async fn find_active_key(
+    db: &D1Database,
+    key_hash: &str,
+) -> Result<Option<KeyGrant>, GatewayError> {
+    let stmt = db
+        .prepare(format!(
+            "SELECT {KEY_COLUMNS} FROM virtual_keys WHERE key_hash = ?1 AND revoked_at IS NULL"
+        ))
+        .bind(&[JsValue::from_str(key_hash)])
+        .map_err(|e| db_error("bind", &e))?;
+    let rec: Option<KeyRecord> = stmt
+        .first(None)
+        .await
+        .map_err(|e| db_error("key lookup", &e))?;
+    Ok(rec.map(|r| r.grant()))
+}
+
+pub struct NewKey<'a> {
+    pub id: &'a str,
+    pub key_hash: &'a str,
+    pub key_prefix: &'a str,
+    pub name: &'a str,
+    pub allowed_models: Option<String>,
+    pub metadata: Option<String>,
+    pub created_at: u64,
+}
+
+pub async fn insert_key(db: &D1Database, k: &NewKey<'_>) -> Result<(), GatewayError> {
+    let values = [
+        SqlValue::Text(k.id.to_owned()),
+        SqlValue::Text(k.key_hash.to_owned()),
+        SqlValue::Text(k.key_prefix.to_owned()),
+        SqlValue::Text(k.name.to_owned()),
+        k.allowed_models.clone().into(),
+        k.metadata.clone().into(),
+        Some(k.created_at).into(),
+    ];
+    db.prepare(
+        "INSERT INTO virtual_keys (id, key_hash, key_prefix, name, allowed_models, metadata, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .bind(&values.iter().map(js).collect::<Vec<_>>())
+    .map_err(|e| db_error("bind", &e))?
+    .run()
+    .await
+    .map_err(|e| db_error("insert key", &e))?;
+    Ok(())
+}
+
+pub async fn get_key(db: &D1Database, id: &str) -> Result<Option<KeyRecord>, GatewayError> {
+    db.prepare(format!(
+        "SELECT {KEY_COLUMNS} FROM virtual_keys WHERE id = ?1"
+    ))
+    .bind(&[JsValue::from_str(id)])
+    .map_err(|e| db_error("bind", &e))?
+    .first(None)
+    .await
+    .map_err(|e| db_error("get key", &e))
+}
+
+pub async fn list_keys(db: &D1Database) -> Result<Vec<KeyRecord>, GatewayError> {
+    db.prepare(format!(
+        "SELECT {KEY_COLUMNS} FROM virtual_keys ORDER BY created_at DESC LIMIT 1000"
+    ))
+    .all()
+    .await
+    .and_then(|r| r.results())
+    .map_err(|e| db_error("list keys", &e))
+}
+
+/// Updates name and/or allowed models; `None` leaves a field as it is.
+pub async fn update_key(
+    db: &D1Database,
+    id: &str,
+    name: Option<&str>,
+    allowed_models: Option<Option<String>>,
+) -> Result<(), GatewayError> {
+    let (set_models, models) = match allowed_models {
+        Some(m) => (1, m),
+        None => (0, None),
+    };
+    let values = [
+        SqlValue::Text(id.to_owned()),
+        name.map(str::to_owned).into(),
+        SqlValue::Int(set_models),
+        models.into(),
+    ];
+    db.prepare(
+        "UPDATE virtual_keys SET name = COALESCE(?2, name), \
+         allowed_models = CASE WHEN ?3 = 1 THEN ?4 ELSE allowed_models END WHERE id = ?1",
+    )
+    .bind(&values.iter().map(js).collect::<Vec<_>>())
+    .map_err(|e| db_error("bind", &e))?
+    .run()
+    .await
+    .map_err(|e| db_error("update key", &e))?;
+    Ok(())
+}
+
+/// Revokes a key; revoking twice keeps the first time.
+pub async fn revoke_key(db: &D1Database, id: &str, now: u64) -> Result<(), GatewayError> {
+    db.prepare("UPDATE virtual_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1")
+        .bind(&[JsValue::from_str(id), js(&Some(now).into())])
+        .map_err(|e| db_error("bind", &e))?
+        .run()
+        .await
+        .map_err(|e| db_error("revoke key", &e))?;
+    Ok(())
+}
+
+/// Writes a ledger row, retrying once: D1 does not retry writes itself, and
+/// `INSERT OR IGNORE` on the request id makes the retry safe.
+pub async fn insert_request_row(db: &D1Database, row: &RequestRow) {
+    let values: Vec<JsValue> = row.bind_values().iter().map(js).collect();
+    for attempt in 1..=2 {
+        let result = match db.prepare(INSERT_REQUEST_SQL).bind(&values) {
+            Ok(stmt) => stmt.run().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => return,
+            Err(e) => console_error!(
+                "ledger write for {} failed (attempt {attempt}): {e}",
+                row.request_id
+            ),
+        }
+    }
+}
+
+const REQUEST_COLUMNS: &str = "request_id, created_at, key_id, endpoint, model_requested, provider, \
+    model_used, stream, status, outcome, error_code, prompt_tokens, completion_tokens, total_tokens, \
+    cached_prompt_tokens, reasoning_tokens, usage_source, latency_ms, ttft_ms, metadata";
+
+/// Newest ledger rows first, optionally for one key.
+pub async fn list_requests(
+    db: &D1Database,
+    key_id: Option<&str>,
+    limit: u32,
+) -> Result<Vec<serde_json::Value>, GatewayError> {
+    let key = key_id.map_or(JsValue::NULL, JsValue::from_str);
+    db.prepare(format!(
+        "SELECT {REQUEST_COLUMNS} FROM requests WHERE (?1 IS NULL OR key_id = ?1) \
+         ORDER BY created_at DESC LIMIT ?2"
+    ))
+    .bind(&[key, JsValue::from_f64(f64::from(limit))])
+    .map_err(|e| db_error("bind", &e))?
+    .all()
+    .await
+    .and_then(|r| r.results())
+    .map_err(|e| db_error("list requests", &e))
+}
+
+pub async fn get_request(
+    db: &D1Database,
+    id: &str,
+) -> Result<Option<serde_json::Value>, GatewayError> {
+    db.prepare(format!(
+        "SELECT {REQUEST_COLUMNS} FROM requests WHERE request_id = ?1"
+    ))
+    .bind(&[JsValue::from_str(id)])
+    .map_err(|e| db_error("bind", &e))?
+    .first(None)
+    .await
+    .map_err(|e| db_error("get request", &e))
+}

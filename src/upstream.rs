@@ -1,0 +1,230 @@
+//! Calling a provider over HTTP, and the stream that carries its SSE answer
+//! to the client while the gateway watches it for usage and its end.
+//!
+//! Outbound requests carry only headers the gateway sets itself (never the
+//! client's `Authorization` or anything else of the client's), the provider
+//! key goes only to that provider's configured URL, and redirects are not
+//! followed (a 3xx is an upstream error).
+
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use futures::channel::oneshot;
+use futures::Stream;
+use worker::{
+    console_error, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response,
+};
+
+use crate::error::GatewayError;
+use crate::http::{now_ms, set_header};
+use crate::providers::HttpCall;
+use crate::usage::{truncation_error_frame, ChatStreamObserver, StreamEnd, StreamSummary};
+
+pub const USER_AGENT: &str = concat!("tollgate/", env!("CARGO_PKG_VERSION"));
+
+/// Sends `call` and returns the provider's response (any status).
+pub async fn send(call: &HttpCall) -> Result<Response, GatewayError> {
+    let headers = Headers::new();
+    set_header(&headers, "content-type", "application/json");
+    set_header(
+        &headers,
+        "accept",
+        if call.stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        },
+    );
+    set_header(&headers, "user-agent", USER_AGENT);
+    if let Some(key) = &call.api_key {
+        // The one place a provider key leaves the process: to its own provider.
+        set_header(
+            &headers,
+            "authorization",
+            &format!("Bearer {}", key.expose()),
+        );
+    }
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_redirect(RequestRedirect::Manual)
+        .with_body(Some(js_sys_bytes(&call.body)));
+    let unreachable = || GatewayError::UpstreamUnreachable {
+        provider: call.provider.clone(),
+    };
+    let request = Request::new_with_init(&call.url, &init).map_err(|e| {
+        console_error!(
+            "building the request to provider {} failed: {e}",
+            call.provider
+        );
+        unreachable()
+    })?;
+    Fetch::Request(request).send().await.map_err(|e| {
+        console_error!("fetch to provider {} failed: {e}", call.provider);
+        unreachable()
+    })
+}
+
+fn js_sys_bytes(bytes: &[u8]) -> wasm_bindgen::JsValue {
+    js_sys::Uint8Array::from(bytes).into()
+}
+
+/// Reads a whole upstream body, refusing more than `limit` bytes.
+pub async fn read_limited(
+    resp: &mut Response,
+    limit: u64,
+    provider: &str,
+) -> Result<Vec<u8>, GatewayError> {
+    use futures::StreamExt;
+    let invalid = || GatewayError::UpstreamInvalidResponse {
+        provider: provider.to_owned(),
+    };
+    let Ok(mut stream) = resp.stream() else {
+        return Ok(Vec::new());
+    };
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            console_error!("reading the body from provider {provider} failed: {e}");
+            GatewayError::UpstreamUnreachable {
+                provider: provider.to_owned(),
+            }
+        })?;
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            console_error!("provider {provider} sent a body over {limit} bytes");
+            return Err(invalid());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// What a finished stream reports to the ledger writer.
+#[derive(Debug)]
+pub struct StreamReport {
+    pub summary: StreamSummary,
+    /// Milliseconds from request start to the first byte sent to the client.
+    pub ttft_ms: Option<u64>,
+    pub ended_at_ms: u64,
+}
+
+pub type ByteSource = Pin<Box<dyn Stream<Item = Result<Vec<u8>, worker::Error>>>>;
+
+/// Forwards an OpenAI-format SSE stream frame by frame, and reports how it
+/// ended through a channel — also when the client goes away, because the
+/// runtime then drops the stream without finishing it.
+pub struct ObservedStream {
+    source: ByteSource,
+    observer: Option<ChatStreamObserver>,
+    report: Option<oneshot::Sender<StreamReport>>,
+    started_at_ms: u64,
+    ttft_ms: Option<u64>,
+    done: bool,
+}
+
+impl ObservedStream {
+    pub fn new(
+        source: ByteSource,
+        observer: ChatStreamObserver,
+        started_at_ms: u64,
+    ) -> (Self, oneshot::Receiver<StreamReport>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Self {
+                source,
+                observer: Some(observer),
+                report: Some(tx),
+                started_at_ms,
+                ttft_ms: None,
+                done: false,
+            },
+            rx,
+        )
+    }
+
+    fn send_report(
+        &mut self,
+        client_aborted: bool,
+        forced_end: Option<StreamEnd>,
+    ) -> Option<StreamEnd> {
+        let observer = self.observer.take()?;
+        let mut summary = observer.finish(client_aborted);
+        if let Some(end) = forced_end {
+            if summary.end == StreamEnd::Completed {
+                summary.end = end;
+            }
+        }
+        let end = summary.end;
+        if let Some(tx) = self.report.take() {
+            let _ = tx.send(StreamReport {
+                summary,
+                ttft_ms: self.ttft_ms,
+                ended_at_ms: now_ms(),
+            });
+        }
+        Some(end)
+    }
+
+    /// Ends the stream after an upstream failure: report, then one error frame.
+    fn fail(&mut self) -> Poll<Option<Result<Vec<u8>, worker::Error>>> {
+        self.done = true;
+        self.send_report(false, Some(StreamEnd::Truncated));
+        Poll::Ready(Some(Ok(truncation_error_frame().into_bytes())))
+    }
+}
+
+impl Stream for ObservedStream {
+    type Item = Result<Vec<u8>, worker::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            match self.source.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(bytes))) => {
+                    let Some(observer) = self.observer.as_mut() else {
+                        return Poll::Ready(None);
+                    };
+                    match observer.on_bytes(&bytes) {
+                        Ok(out) if out.is_empty() => continue,
+                        Ok(out) => {
+                            if self.ttft_ms.is_none() {
+                                self.ttft_ms = Some(now_ms().saturating_sub(self.started_at_ms));
+                            }
+                            return Poll::Ready(Some(Ok(out)));
+                        }
+                        Err(e) => {
+                            console_error!("upstream stream is not valid SSE: {e}");
+                            return self.fail();
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    console_error!("upstream stream broke: {e}");
+                    return self.fail();
+                }
+                Poll::Ready(None) => {
+                    self.done = true;
+                    if self.send_report(false, None) == Some(StreamEnd::Truncated) {
+                        // Cut without `[DONE]`: tell the client instead of ending
+                        // as if the answer were complete.
+                        return Poll::Ready(Some(Ok(truncation_error_frame().into_bytes())));
+                    }
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ObservedStream {
+    fn drop(&mut self) {
+        // Dropped before the end: the client went away (or the runtime
+        // cancelled the response). Still report, so the ledger gets its row.
+        if self.report.is_some() {
+            self.send_report(true, None);
+        }
+    }
+}
