@@ -1,0 +1,53 @@
+#!/bin/sh
+# Installs everything tollgate needs to build, run and test, from the package
+# registries only (crates.io, npm). Idempotent: a second run only checks.
+#   - the wasm32-unknown-unknown Rust target
+#   - worker-build (pinned) and wasm-bindgen-cli (the version in Cargo.lock)
+#   - npm devDependencies: wrangler, Node 22 (npm package `node`), esbuild,
+#     the openai / @anthropic-ai/sdk clients used by the e2e suite
+set -eu
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export PATH="$HOME/.cargo/bin:$PATH"
+
+WORKER_BUILD_VERSION=0.8.7
+WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+[ -n "$WASM_BINDGEN_VERSION" ] || { echo "setup: cannot read the wasm-bindgen version from Cargo.lock" >&2; exit 1; }
+
+say() { printf 'setup: %s\n' "$*"; }
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  say "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+
+pids=""
+if [ "$(worker-build --version 2>/dev/null)" != "$WORKER_BUILD_VERSION" ]; then
+  say "installing worker-build $WORKER_BUILD_VERSION (crates.io)"
+  cargo install --quiet worker-build --version "=$WORKER_BUILD_VERSION" &
+  pids="$pids $!"
+fi
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
+  # Not --locked: its locked dependency set is not all on crates.io any more.
+  say "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (crates.io, matches Cargo.lock)"
+  cargo install --quiet wasm-bindgen-cli --version "=$WASM_BINDGEN_VERSION" &
+  pids="$pids $!"
+fi
+
+# npm ci when node_modules is missing or older than the lock file.
+if [ ! -x node_modules/.bin/wrangler ] || [ ! -x node_modules/.bin/node ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  say "installing npm devDependencies (wrangler, node 22, SDK clients)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+for p in $pids; do
+  wait "$p" || { echo "setup: a cargo install failed" >&2; exit 1; }
+done
+
+NODE_VERSION=$("$ROOT/node_modules/.bin/node" --version)
+case "$NODE_VERSION" in
+  v22.*|v23.*|v24.*) ;;
+  *) echo "setup: node_modules/.bin/node is $NODE_VERSION, wrangler needs >= 22" >&2; exit 1 ;;
+esac
+export PATH="$ROOT/node_modules/.bin:$PATH"
+say "ready: $(rustc --version | cut -d' ' -f1-2), worker-build $(worker-build --version), wasm-bindgen $(wasm-bindgen --version | awk '{print $2}'), node $NODE_VERSION, wrangler $(wrangler --version 2>/dev/null | tail -n 1)"

@@ -1,0 +1,197 @@
+// End-to-end harness: the built Worker under a real `wrangler dev` (workerd +
+// Miniflare's local D1), in front of project-owned mock providers, on free
+// loopback ports.
+//
+//   const stack = await startStack({ providers: { openai: { apiKey: 'sk-…' } } });
+//   stack.url            gateway origin, e.g. http://127.0.0.1:PORT
+//   stack.mocks.openai   the mock provider (requests(), enqueue(fault), reset())
+//   await stack.createKey({ name: 't' })   → admin API response (incl. the key)
+//   await stack.ledger({ count })          → ledger rows via GET /admin/requests
+//   stack.logs()         everything wrangler/workerd printed (worker console included)
+//   await stack.stop()
+//
+// The Worker must already be built (`make build`); the harness writes its own
+// wrangler config from wrangler.toml with provider base URLs pointed at the
+// mocks, and its own .dev.vars with the test's secrets, in a temp directory.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parse as parseToml } from 'smol-toml';
+
+import { startMockProvider } from '../mock/mock-provider.mjs';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const ADMIN_TOKEN = 'e2e-admin-token-0123456789abcdef';
+const WRANGLER = path.join(ROOT, 'node_modules', 'wrangler', 'bin', 'wrangler.js');
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function run(args, { cwd, env }) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [WRANGLER, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`wrangler ${args.join(' ')} exited ${code}:\n${out}`))));
+  });
+}
+
+/**
+ * Where each mock-backed provider's base URL path lives (as the real
+ * providers document it), so the gateway's URL building is exercised too.
+ */
+const BASE_PATHS = { openai: '/v1', groq: '/openai/v1', mistral: '/v1', deepseek: '/v1', openrouter: '/api/v1', together: '/v1' };
+
+/**
+ * @param {object} [opts]
+ * @param {Record<string, {apiKey?: string|null, kind?: string}>} [opts.providers] mock providers to start, by config name
+ * @param {Record<string, string|null>} [opts.secrets] extra .dev.vars entries (null removes a default such as ADMIN_TOKEN)
+ * @param {(gateway: object) => void} [opts.editConfig] change the GATEWAY config before start
+ */
+export async function startStack({ providers = { openai: { apiKey: 'sk-test-openai-0000000000000000' } }, secrets = {}, editConfig } = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-e2e-'));
+  const mocks = {};
+  for (const [name, p] of Object.entries(providers)) {
+    mocks[name] = await startMockProvider({ name, apiKey: p.apiKey ?? null });
+  }
+
+  const toml = parseToml(fs.readFileSync(path.join(ROOT, 'wrangler.toml'), 'utf8'));
+  delete toml.env;
+  delete toml.build;
+  toml.main = path.join(ROOT, toml.main);
+  for (const db of toml.d1_databases) db.migrations_dir = path.join(ROOT, db.migrations_dir);
+  const gateway = toml.vars.GATEWAY;
+  for (const [name, p] of Object.entries(providers)) {
+    const kind = p.kind ?? name;
+    gateway.providers[name] = { ...(gateway.providers[name] ?? {}), kind, base_url: mocks[name].url + (BASE_PATHS[kind] ?? '/v1') };
+  }
+  if (editConfig) editConfig(gateway);
+  const configPath = path.join(dir, 'wrangler.json');
+  fs.writeFileSync(configPath, JSON.stringify(toml, null, 2));
+
+  const vars = { ADMIN_TOKEN };
+  for (const [name, p] of Object.entries(providers)) {
+    if (p.apiKey) vars[`${(p.kind ?? name).toUpperCase()}_API_KEY`] = p.apiKey;
+  }
+  Object.assign(vars, secrets);
+  const devVars = Object.entries(vars)
+    .filter(([, v]) => v !== null && v !== undefined)
+    .map(([k, v]) => `${k}=${v}`)
+    .join('\n');
+  fs.writeFileSync(path.join(dir, '.dev.vars'), devVars + '\n');
+
+  const persist = path.join(dir, 'state');
+  const env = { ...process.env, WRANGLER_SEND_METRICS: 'false', NO_COLOR: '1', CI: 'true' };
+  await run(['d1', 'migrations', 'apply', 'DB', '--local', '--persist-to', persist, '-c', configPath], { cwd: dir, env });
+
+  const port = await freePort();
+  const inspectorPort = await freePort();
+  const child = spawn(
+    process.execPath,
+    [WRANGLER, 'dev', '-c', configPath, '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspectorPort), '--persist-to', persist, '--log-level', 'info', '--show-interactive-dev-session=false'],
+    { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+  );
+  let logs = '';
+  child.stdout.on('data', (d) => (logs += d));
+  child.stderr.on('data', (d) => (logs += d));
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 90_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`wrangler dev exited early:\n${logs}`);
+    try {
+      const r = await fetch(`${url}/healthz`);
+      await r.arrayBuffer();
+      break;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`wrangler dev did not start in time:\n${logs}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+
+  const adminHeaders = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
+  const stack = {
+    url,
+    dir,
+    mocks,
+    adminToken: ADMIN_TOKEN,
+    logs: () => logs,
+    async admin(method, p, body) {
+      const r = await fetch(url + p, { method, headers: adminHeaders, body: body === undefined ? undefined : JSON.stringify(body) });
+      const text = await r.text();
+      let json = null;
+      try {
+        json = JSON.parse(text);
+      } catch {}
+      return { status: r.status, json, text, headers: r.headers };
+    },
+    async createKey(body = { name: 'e2e' }) {
+      const r = await stack.admin('POST', '/admin/keys', body);
+      if (r.status !== 201) throw new Error(`key creation failed: ${r.status} ${r.text}`);
+      return r.json;
+    },
+    /** Ledger rows (newest first), waiting until at least `count` exist: they are written after the response. */
+    async ledger({ count = 1, keyId, timeoutMs = 10_000 } = {}) {
+      const q = keyId ? `?limit=1000&key_id=${keyId}` : '?limit=1000';
+      const until = Date.now() + timeoutMs;
+      for (;;) {
+        const r = await stack.admin('GET', `/admin/requests${q}`);
+        if (r.status !== 200) throw new Error(`ledger query failed: ${r.status} ${r.text}`);
+        if (r.json.data.length >= count || Date.now() > until) return r.json.data;
+        await new Promise((res) => setTimeout(res, 100));
+      }
+    },
+    async stop() {
+      try {
+        process.kill(-child.pid, 'SIGTERM');
+      } catch {}
+      const timer = setTimeout(() => {
+        try {
+          process.kill(-child.pid, 'SIGKILL');
+        } catch {}
+      }, 5000);
+      await exited;
+      clearTimeout(timer);
+      await Promise.all(Object.values(mocks).map((m) => m.close()));
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return stack;
+}
+
+/** Reads an SSE response body as it arrives: resolves to { frames, events } where events are parsed data payloads. */
+export async function readSse(response, onFrame) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buf = '';
+  const frames = [];
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += decoder.decode(value, { stream: true });
+    let i;
+    while ((i = buf.indexOf('\n\n')) >= 0) {
+      const frame = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      frames.push(frame);
+      if (onFrame) onFrame(frame);
+    }
+  }
+  return { frames, rest: buf };
+}
