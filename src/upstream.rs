@@ -115,6 +115,8 @@ pub type ByteSource = Pin<Box<dyn Stream<Item = Result<Vec<u8>, worker::Error>>>
 /// runtime then drops the stream without finishing it.
 pub struct ObservedStream {
     source: ByteSource,
+    /// Bytes already taken from the source before the response was committed.
+    prefix: Option<Vec<u8>>,
     observer: Option<ChatStreamObserver>,
     report: Option<oneshot::Sender<StreamReport>>,
     started_at_ms: u64,
@@ -123,16 +125,18 @@ pub struct ObservedStream {
 }
 
 impl ObservedStream {
+    /// Starts forwarding. `committed` is what [`first_output`] returned: the
+    /// first bytes for the client, already observed.
     pub fn new(
-        source: ByteSource,
-        observer: ChatStreamObserver,
+        committed: FirstOutput,
         started_at_ms: u64,
     ) -> (Self, oneshot::Receiver<StreamReport>) {
         let (tx, rx) = oneshot::channel();
         (
             Self {
-                source,
-                observer: Some(observer),
+                source: committed.source,
+                prefix: Some(committed.bytes),
+                observer: Some(committed.observer),
                 report: Some(tx),
                 started_at_ms,
                 ttft_ms: None,
@@ -177,6 +181,10 @@ impl Stream for ObservedStream {
     type Item = Result<Vec<u8>, worker::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(prefix) = self.prefix.take() {
+            self.ttft_ms = Some(now_ms().saturating_sub(self.started_at_ms));
+            return Poll::Ready(Some(Ok(prefix)));
+        }
         loop {
             if self.done {
                 return Poll::Ready(None);
@@ -214,6 +222,69 @@ impl Stream for ObservedStream {
                     }
                     return Poll::Ready(None);
                 }
+            }
+        }
+    }
+}
+
+/// A stream whose first client-visible bytes have arrived: the commit point.
+pub struct FirstOutput {
+    source: ByteSource,
+    observer: ChatStreamObserver,
+    bytes: Vec<u8>,
+}
+
+/// Reads the upstream stream until it yields its first bytes for the client.
+/// Until then nothing has been sent and the attempt can still fail as a whole
+/// (a clean HTTP error now; the next link of a fallback chain later): a stream
+/// that breaks or ends before its first frame, is not SSE, or opens with an
+/// error frame is an upstream error, not a 200.
+pub async fn first_output(
+    mut source: ByteSource,
+    mut observer: ChatStreamObserver,
+    provider: &str,
+) -> Result<FirstOutput, GatewayError> {
+    use futures::StreamExt;
+    loop {
+        match source.next().await {
+            Some(Ok(bytes)) => {
+                let out = observer.on_bytes(&bytes).map_err(|e| {
+                    console_error!("provider {provider} sent invalid SSE: {e}");
+                    GatewayError::UpstreamInvalidResponse {
+                        provider: provider.to_owned(),
+                    }
+                })?;
+                if observer.saw_error_frame() {
+                    console_error!("provider {provider} opened its stream with an error frame");
+                    return Err(GatewayError::Upstream {
+                        provider: provider.to_owned(),
+                        status: 502,
+                        message: format!(
+                            "Provider '{provider}' returned an error at the start of its stream."
+                        ),
+                        code: "upstream_error",
+                        retry_after: None,
+                    });
+                }
+                if !out.is_empty() {
+                    return Ok(FirstOutput {
+                        source,
+                        observer,
+                        bytes: out,
+                    });
+                }
+            }
+            Some(Err(e)) => {
+                console_error!("stream from provider {provider} broke before its first frame: {e}");
+                return Err(GatewayError::UpstreamUnreachable {
+                    provider: provider.to_owned(),
+                });
+            }
+            None => {
+                console_error!("stream from provider {provider} ended before its first frame");
+                return Err(GatewayError::UpstreamInvalidResponse {
+                    provider: provider.to_owned(),
+                });
             }
         }
     }

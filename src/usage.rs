@@ -151,6 +151,12 @@ impl ChatStreamObserver {
         !(self.strip_usage_chunk && usage_only)
     }
 
+    /// Whether an error frame has been seen (before the commit point this makes
+    /// the attempt a failure rather than a response).
+    pub fn saw_error_frame(&self) -> bool {
+        self.saw_error_frame
+    }
+
     /// Ends observation. `client_aborted` is true when the client went away.
     pub fn finish(self, client_aborted: bool) -> StreamSummary {
         let end = if self.saw_error_frame {

@@ -4,7 +4,7 @@
 //! ledger row is written in `ctx.wait_until`.
 
 use serde_json::Value;
-use worker::{Context, Env, Headers, Request, Response};
+use worker::{console_error, Context, Env, Headers, Request, Response};
 
 use crate::error::GatewayError;
 use crate::handlers::{authenticate_key, config, database, secret};
@@ -178,9 +178,11 @@ async fn proxy(
                 return stream_answer(
                     source,
                     strip_usage_chunk,
+                    "demo",
                     started,
                     headers("text/event-stream"),
-                );
+                )
+                .await;
             }
             let value = match endpoint {
                 Endpoint::ChatCompletions => demo::chat_completion(&body, &model, &id, created),
@@ -206,7 +208,7 @@ async fn http_answer(
     let mut resp = upstream::send(&call).await?;
     let status = resp.status_code();
     if !(200..300).contains(&status) {
-        let retry_after = resp.headers().get("retry-after").ok().flatten();
+        let retry_after = retry_after_seconds(&resp);
         // Error bodies are small; read a bounded prefix for the message.
         let body = upstream::read_limited(&mut resp, 64 * 1024, &call.provider)
             .await
@@ -220,6 +222,21 @@ async fn http_answer(
         ));
     }
     if call.stream {
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if !content_type.starts_with("text/event-stream") {
+            console_error!(
+                "provider {} answered a stream request with '{content_type}'",
+                call.provider
+            );
+            return Err(GatewayError::UpstreamInvalidResponse {
+                provider: call.provider.clone(),
+            });
+        }
         let source: ByteSource =
             Box::pin(
                 resp.stream()
@@ -230,9 +247,11 @@ async fn http_answer(
         return stream_answer(
             source,
             call.strip_usage_chunk,
+            &call.provider,
             started,
             headers("text/event-stream"),
-        );
+        )
+        .await;
     }
     let body =
         upstream::read_limited(&mut resp, limits.max_upstream_body_bytes, &call.provider).await?;
@@ -255,14 +274,34 @@ async fn http_answer(
     .map(Answer::Complete)
 }
 
-fn stream_answer(
+/// `Retry-After` as delta-seconds, from `retry-after` or (OpenAI, Azure)
+/// `retry-after-ms` rounded up.
+fn retry_after_seconds(resp: &Response) -> Option<String> {
+    let h = resp.headers();
+    if let Some(v) = h.get("retry-after").ok().flatten() {
+        return Some(v);
+    }
+    let ms: u64 = h
+        .get("retry-after-ms")
+        .ok()
+        .flatten()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(ms.div_ceil(1000).max(1).to_string())
+}
+
+/// Commits to a streamed answer once the first bytes for the client exist.
+async fn stream_answer(
     source: ByteSource,
     strip_usage_chunk: bool,
+    provider: &str,
     started: u64,
     headers: Headers,
 ) -> Result<Answer, GatewayError> {
-    let (stream, report) =
-        ObservedStream::new(source, ChatStreamObserver::new(strip_usage_chunk), started);
+    let observer = ChatStreamObserver::new(strip_usage_chunk);
+    let first = upstream::first_output(source, observer, provider).await?;
+    let (stream, report) = ObservedStream::new(first, started);
     let resp = Response::from_stream(stream).map_err(|_| GatewayError::Internal)?;
     let resp = with_timing(resp, headers, started, None)?;
     Ok(Answer::Streaming(resp, report))

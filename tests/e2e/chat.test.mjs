@@ -131,6 +131,34 @@ describe('chat completions', () => {
     assert.ok(arrivals[arrivals.length - 1] - arrivals[0] > 800, 'frames spread over time');
   });
 
+  test('a client that disconnects mid-stream still gets exactly one ledger row', async () => {
+    stack.mocks.openai.reset();
+    stack.mocks.openai.enqueue({ chunkDelayMs: 300 });
+    const controller = new AbortController();
+    const res = await fetch(`${stack.url}/v1/chat/completions`, {
+      method: 'POST',
+      signal: controller.signal,
+      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'openai/gpt-4o-mini', stream: true, messages: [{ role: 'user', content: 'a b c d e f g h i j' }] }),
+    });
+    const id = res.headers.get('x-tollgate-request-id');
+    const reader = res.body.getReader();
+    await reader.read();
+    await reader.read();
+    controller.abort();
+    await reader.read().catch(() => {});
+    const until = Date.now() + 15_000;
+    let row;
+    while (!row && Date.now() < until) {
+      row = (await stack.ledger({ keyId: key.id })).find((r) => r.request_id === id);
+      if (!row) await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.ok(row, 'ledger row written for the aborted stream');
+    assert.equal(row.outcome, 'client_aborted');
+    const all = (await stack.ledger({ keyId: key.id })).filter((r) => r.request_id === id);
+    assert.equal(all.length, 1);
+  });
+
   test('a model alias from config resolves to provider/model', async () => {
     await client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] });
     assert.equal(lastRequest().json.model, 'gpt-4o');

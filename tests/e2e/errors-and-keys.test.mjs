@@ -13,9 +13,10 @@ import { createHash } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
 
-import { readSse, startStack } from './harness.mjs';
+import { freePort, readSse, startStack } from './harness.mjs';
 
 const UPSTREAM_KEY = 'sk-test-openai-errors-0000000000000';
+const DEEPSEEK_KEY = 'sk-test-deepseek-refused-00000000000';
 const MAX_BODY_BYTES = 4 * 1024 * 1024; // wrangler.toml [vars.GATEWAY.limits] max_body_bytes
 const CHAT = '/v1/chat/completions';
 const MODEL = 'openai/gpt-4o-mini';
@@ -26,11 +27,17 @@ let key; // the main key for sections 1-3
 let client;
 
 before(async () => {
+  // A loopback port nobody listens on: connections to it are refused.
+  const closedPort = await freePort();
   stack = await startStack({
     providers: {
       openai: { apiKey: UPSTREAM_KEY },
       // Configured and pointed at a mock, but GROQ_API_KEY is not set.
       groq: { apiKey: null },
+    },
+    secrets: { DEEPSEEK_API_KEY: DEEPSEEK_KEY },
+    editConfig(gateway) {
+      gateway.providers.deepseek = { base_url: `http://127.0.0.1:${closedPort}/v1` };
     },
   });
   key = await stack.createKey({ name: 'errors-and-keys' });
@@ -210,6 +217,24 @@ describe('request errors are 400/404/405/413 in OpenAI shape and never reach the
     });
   }
 
+  /** A chat body for the demo model of exactly `size` bytes. */
+  function bodyOfSize(size) {
+    const head = '{"model":"demo","messages":[{"role":"user","content":"hi"}],"pad":"';
+    const tail = '"}';
+    return head + 'x'.repeat(size - head.length - tail.length) + tail;
+  }
+
+  test('a body of exactly max_body_bytes is accepted; one byte more is 413', async () => {
+    const exact = bodyOfSize(MAX_BODY_BYTES);
+    assert.equal(Buffer.byteLength(exact), MAX_BODY_BYTES);
+    const ok = await chat(exact);
+    assert.equal(ok.status, 200, ok.text.slice(0, 300));
+    assert.equal(ok.json.choices[0].message.content, "Hello from tollgate's demo provider. You said: hi");
+    const over = await chat(bodyOfSize(MAX_BODY_BYTES + 1));
+    const e = assertError(over, 413, { code: 'payload_too_large', type: 'invalid_request_error', param: null });
+    assert.ok(e.message.includes(String(MAX_BODY_BYTES)), e.message);
+  });
+
   test('body over max_body_bytes without content-length (chunked) is 413 too', async () => {
     stack.mocks.openai.reset();
     const head = Buffer.from(`{"model":"${MODEL}","messages":[{"role":"user","content":"x"}],"pad":"`);
@@ -327,6 +352,12 @@ describe('upstream errors are re-wrapped', () => {
     assert.equal(err.code, 'upstream_rate_limited');
   });
 
+  test('upstream 429 with only retry-after-ms gives the client Retry-After in whole seconds, rounded up', async () => {
+    const res = await upstreamCase({ rateLimit: { retryAfterMs: 1500 } });
+    assertError(res, 429, { code: 'upstream_rate_limited' });
+    assert.equal(res.headers.get('retry-after'), '2', [...res.headers].join(' '));
+  });
+
   test("upstream 401 → 502 upstream_auth_failed (the operator's provider key, not the client's)", async () => {
     const res = await upstreamCase({
       status: 401,
@@ -367,6 +398,17 @@ describe('upstream errors are re-wrapped', () => {
     assert.equal(row.status, 503);
     assert.equal(row.outcome, 'rejected');
     assert.equal(row.error_code, 'provider_not_configured');
+  });
+
+  test('connection refused → 502 upstream_unreachable, without the provider key or URL in the body', async () => {
+    const res = await chat({ model: 'deepseek/deepseek-chat', messages: HELLO });
+    const e = assertError(res, 502, { code: 'upstream_unreachable', type: 'server_error' });
+    assert.ok(e.message.includes('deepseek'), e.message);
+    assert.ok(!res.text.includes(DEEPSEEK_KEY) && !res.text.includes('127.0.0.1'), res.text);
+    const row = await ledgerRow(res.requestId);
+    assert.equal(row.status, 502);
+    assert.equal(row.outcome, 'upstream_error');
+    assert.equal(row.error_code, 'upstream_unreachable');
   });
 
   test('upstream redirect is not followed → 502 upstream_redirect', async () => {
@@ -436,12 +478,23 @@ describe('streams that fail after the commit point', () => {
   test('reset after 400 bytes of a stream → same shape: 200, error frame, no [DONE]', async () => {
     const { frames, requestId } = await streamCase({ resetAfterBytes: 400 });
     assertTruncatedEnd(frames);
+    assert.ok(frames.length >= 2, 'the complete role frame before the reset was forwarded');
+    assert.equal(parseData(frames[0]).choices[0].delta.role, 'assistant');
     assert.ok(fullReply(HELLO[0].content).startsWith(contentOf(frames)));
     assert.equal(stack.mocks.openai.requests()[0].response.outcome, 'reset');
     const row = await ledgerRow(requestId);
     assert.equal(row.status, 200);
     assert.equal(row.outcome, 'upstream_truncated');
     assert.equal(row.error_code, 'upstream_truncated');
+  });
+
+  test('reset after 1000 bytes: the content deltas before it arrive whole, then the error frame', async () => {
+    const { frames } = await streamCase({ resetAfterBytes: 1000 });
+    assertTruncatedEnd(frames);
+    const text = contentOf(frames);
+    assert.ok(text.length > 0, 'some content arrived');
+    assert.ok(fullReply(HELLO[0].content).startsWith(text), text);
+    assert.ok(text.length < fullReply(HELLO[0].content).length);
   });
 
   test('reset mid-stream through the SDK rejects the iterator', async () => {
@@ -453,26 +506,36 @@ describe('streams that fail after the commit point', () => {
     }, OpenAI.APIError);
   });
 
-  test("errorFrame → the client sees the provider's error frame and no [DONE]", async () => {
-    const { frames, requestId } = await streamCase({ errorFrame: true });
-    assert.ok(!frames.includes('data: [DONE]'));
-    assert.equal(frames.length, 1, frames.join('\n'));
-    const e = parseData(frames[0]);
-    assert.equal(e.error.message, 'The server had an error while processing your request.');
-    assert.equal(e.error.type, 'server_error');
-    const row = await ledgerRow(requestId);
-    assert.equal(row.status, 200);
+  // DESIGN §1: the commit point is the first byte sent to the client. Before
+  // it, a failed stream is a normal error response (and, later, a reason to
+  // try the next link of a fallback chain).
+  test('a stream that opens with an error frame is a 502 error response, not a committed 200', async () => {
+    stack.mocks.openai.reset();
+    stack.mocks.openai.enqueue({ errorFrame: true });
+    const res = await chat({ model: MODEL, messages: HELLO, stream: true });
+    const e = assertError(res, 502, { code: 'upstream_error', type: 'server_error' });
+    assert.match(e.message, /start of its stream/);
+    const row = await ledgerRow(res.headers.get('x-tollgate-request-id'));
+    assert.equal(row.status, 502);
     assert.equal(row.outcome, 'upstream_error');
-    assert.ok(row.error_code, 'error_code set');
+    assert.equal(row.error_code, 'upstream_error');
 
     stack.mocks.openai.enqueue({ errorFrame: true });
-    const stream = await client.chat.completions.create({ model: MODEL, messages: HELLO, stream: true });
-    await assert.rejects(
-      async () => {
-        for await (const _ of stream);
-      },
-      (err) => err instanceof OpenAI.APIError && /error while processing/.test(err.message),
-    );
+    const err = await sdkError(async () => {
+      const s = await client.chat.completions.create({ model: MODEL, messages: HELLO, stream: true });
+      for await (const _ of s);
+    });
+    assert.equal(err.status, 502);
+  });
+
+  test('a stream that fails before its first byte is an error response, not a committed 200', async () => {
+    stack.mocks.openai.reset();
+    stack.mocks.openai.enqueue({ resetAfterBytes: 0 });
+    const res = await chat({ model: MODEL, messages: HELLO, stream: true });
+    assertError(res, 502, { code: 'upstream_unreachable' });
+    stack.mocks.openai.enqueue({ body: { not: 'sse' } });
+    const res2 = await chat({ model: MODEL, messages: HELLO, stream: true });
+    assertError(res2, 502, { code: 'upstream_invalid_response' });
   });
 
   test('a stream that errors before the commit point is a normal error response', async () => {
@@ -511,7 +574,29 @@ describe('ledger completeness', () => {
       { name: 'upstream 500', fault: { status: 500 }, status: 502, outcome: 'upstream_error', code: 'upstream_error' },
       { name: 'upstream 429', fault: { rateLimit: { retryAfter: '3' } }, status: 429, outcome: 'upstream_error', code: 'upstream_rate_limited' },
       { name: 'stream cut', fault: { cutAfterChunks: 2 }, stream: true, status: 200, outcome: 'upstream_truncated', code: 'upstream_truncated' },
-      { name: 'stream error frame', fault: { errorFrame: true }, stream: true, status: 200, outcome: 'upstream_error', code: 'upstream_error_frame' },
+      { name: 'stream error frame', fault: { errorFrame: true }, stream: true, status: 502, outcome: 'upstream_error', code: 'upstream_error' },
+      {
+        name: '413 body',
+        run: () => chat(JSON.stringify({ ...body, pad: 'x'.repeat(MAX_BODY_BYTES) }), opts),
+        status: 413,
+        outcome: 'rejected',
+        code: 'payload_too_large',
+      },
+      {
+        name: 'connection refused',
+        run: () => chat({ model: 'deepseek/deepseek-chat', messages: HELLO }, opts),
+        status: 502,
+        outcome: 'upstream_error',
+        code: 'upstream_unreachable',
+      },
+      {
+        name: 'embeddings success',
+        run: () => call('/v1/embeddings', { body: { model: 'openai/text-embedding-3-small', input: 'a b c' }, ...opts }),
+        status: 200,
+        outcome: 'ok',
+        code: null,
+        endpoint: 'embeddings',
+      },
     ];
     const sent = [];
     for (const p of plan) {
@@ -559,7 +644,7 @@ describe('ledger completeness', () => {
       assert.equal(row.status, s.status, `${s.name}: status`);
       assert.equal(row.outcome, s.outcome, `${s.name}: outcome`);
       assert.equal(row.error_code, s.code, `${s.name}: error_code`);
-      assert.equal(row.endpoint, 'chat.completions');
+      assert.equal(row.endpoint, s.endpoint ?? 'chat.completions', s.name);
       if (s.outcome === 'ok') {
         assert.equal(row.usage_source, 'provider', `${s.name}: usage counted`);
         assert.ok(row.total_tokens > 0, s.name);
