@@ -12,7 +12,8 @@ use crate::error::GatewayError;
 /// gateway sends a provider key (LiteLLM CVE-2024-6587 and its bypasses through
 /// nested objects), so these are rejected at any depth of the body.
 fn is_upstream_location_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
+    // `api-base`, `Base-URL`, `custom-host` are the same request in another spelling.
+    let k = key.to_ascii_lowercase().replace('-', "_");
     matches!(
         k.as_str(),
         "api_base"
@@ -27,14 +28,20 @@ fn is_upstream_location_key(key: &str) -> bool {
         || k.ends_with("_api_base")
 }
 
+/// Top-level request fields whose values hold JSON Schemas (tool parameters,
+/// structured-output schemas).
+const SCHEMA_FIELDS: &[&str] = &["tools", "functions", "response_format"];
+
 /// Rejects bodies nested deeper than `max_depth` and any key that names an
 /// upstream location, wherever it appears — except the property names of a JSON
-/// Schema (`"properties": {...}`, e.g. a tool parameter called `base_url`),
-/// which are data the gateway never interprets, not configuration.
+/// Schema (`"properties": {...}` inside `tools`, `functions` or
+/// `response_format`, e.g. a tool parameter called `base_url`), which are data
+/// the gateway never interprets, not configuration.
 pub fn check_json_safety(value: &Value, max_depth: u32) -> Result<(), GatewayError> {
     // Explicit stack: no recursion, so depth cannot exhaust the wasm stack.
-    let mut stack: Vec<(&Value, u32, bool)> = vec![(value, 1, false)];
-    while let Some((v, depth, keys_are_schema_properties)) = stack.pop() {
+    // (value, depth, its keys are schema property names, inside a schema field)
+    let mut stack: Vec<(&Value, u32, bool, bool)> = vec![(value, 1, false, false)];
+    while let Some((v, depth, keys_are_schema_properties, in_schema)) = stack.pop() {
         if depth > max_depth {
             return Err(GatewayError::invalid(format!(
                 "Request JSON is nested deeper than the gateway's limit of {max_depth} levels."
@@ -54,14 +61,18 @@ pub fn check_json_safety(value: &Value, max_depth: u32) -> Result<(), GatewayErr
                             code: "upstream_override_not_allowed",
                         });
                     }
-                    let child_is_properties =
-                        !keys_are_schema_properties && k == "properties" && child.is_object();
-                    stack.push((child, depth + 1, child_is_properties));
+                    let child_in_schema =
+                        in_schema || (depth == 1 && SCHEMA_FIELDS.contains(&k.as_str()));
+                    let child_is_properties = child_in_schema
+                        && !keys_are_schema_properties
+                        && k == "properties"
+                        && child.is_object();
+                    stack.push((child, depth + 1, child_is_properties, child_in_schema));
                 }
             }
             Value::Array(items) => {
                 for item in items {
-                    stack.push((item, depth + 1, false));
+                    stack.push((item, depth + 1, false, in_schema));
                 }
             }
             _ => {}
@@ -277,6 +288,8 @@ mod tests {
             json!({"metadata": {"API_BASE": "x"}}),
             json!({"tools": [{"type": "function", "function": {"name": "f", "litellm_api_base": "x"}}]}),
             json!({"messages": [{"role": "user", "content": "hi", "x_host": "y"}]}),
+            json!({"api-base": "http://x"}),
+            json!({"extra_body": {"Custom-Host": "evil"}}),
         ];
         for c in cases {
             let err = check_json_safety(&c, 64).unwrap_err();
@@ -297,9 +310,19 @@ mod tests {
             "image": {"url": "https://example.com/cat.png"}
         });
         check_json_safety(&ok, 64).unwrap();
-        // …but the schema exemption does not reach inside a property's own schema.
-        let nested = json!({"properties": {"a": {"api_base": "x"}}});
+        // …but the schema exemption does not reach inside a property's own schema…
+        let nested = json!({"tools": [{"function": {"parameters": {"properties": {"a": {"api_base": "x"}}}}}]});
         assert!(check_json_safety(&nested, 64).is_err());
+        // …nor apply to a `properties` object outside a schema field.
+        for outside in [
+            json!({"properties": {"api_base": "x"}}),
+            json!({"extra_body": {"properties": {"api_base": "http://169.254.169.254"}}}),
+        ] {
+            assert!(check_json_safety(&outside, 64).is_err(), "{outside}");
+        }
+        // Structured-output schemas get the same exemption as tools.
+        let rf = json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {"properties": {"base_url": {"type": "string"}}}}}});
+        check_json_safety(&rf, 64).unwrap();
     }
 
     #[test]

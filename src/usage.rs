@@ -7,6 +7,7 @@
 
 use serde_json::Value;
 
+use crate::secret::{scrub, scrub_key_like, Secret};
 use crate::sse::{SseDecoder, SseError, DEFAULT_MAX_LINE_BYTES};
 
 /// Token counts for one request.
@@ -53,6 +54,13 @@ pub fn usage_from_response(body: &Value) -> Option<Usage> {
     })
 }
 
+/// What to do with one frame.
+enum Forward {
+    Raw,
+    Replace(String),
+    Drop,
+}
+
 /// How a stream ended, as far as the gateway can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamEnd {
@@ -86,13 +94,16 @@ pub struct ChatStreamObserver {
     model: Option<String>,
     saw_done: bool,
     saw_error_frame: bool,
+    /// The provider key, to scrub from error frames the provider sends.
+    api_key: Option<Secret>,
 }
 
 impl ChatStreamObserver {
-    pub fn new(strip_usage_chunk: bool) -> Self {
+    pub fn new(strip_usage_chunk: bool, api_key: Option<Secret>) -> Self {
         Self {
             decoder: SseDecoder::new(DEFAULT_MAX_LINE_BYTES),
             strip_usage_chunk,
+            api_key,
             usage: None,
             finish_reason: None,
             model: None,
@@ -109,26 +120,28 @@ impl ChatStreamObserver {
             let forward = match frame.data.as_deref() {
                 Some("[DONE]") => {
                     self.saw_done = true;
-                    true
+                    Forward::Raw
                 }
                 Some(data) => self.observe_chunk(data),
-                None => true,
+                None => Forward::Raw,
             };
-            if forward {
-                out.extend_from_slice(&frame.raw);
+            match forward {
+                Forward::Raw => out.extend_from_slice(&frame.raw),
+                Forward::Replace(text) => out.extend_from_slice(text.as_bytes()),
+                Forward::Drop => {}
             }
         }
         Ok(out)
     }
 
-    /// Records what a data frame says; returns whether to forward it.
-    fn observe_chunk(&mut self, data: &str) -> bool {
+    /// Records what a data frame says; returns what to send the client.
+    fn observe_chunk(&mut self, data: &str) -> Forward {
         let Ok(chunk) = serde_json::from_str::<Value>(data) else {
-            return true;
+            return Forward::Raw;
         };
-        if chunk.get("error").is_some_and(|e| !e.is_null()) {
+        if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
             self.saw_error_frame = true;
-            return true;
+            return Forward::Replace(self.clean_error_frame(error));
         }
         if let Some(m) = chunk.get("model").and_then(Value::as_str) {
             if self.model.is_none() {
@@ -148,7 +161,36 @@ impl ChatStreamObserver {
             self.usage = usage;
         }
         let usage_only = usage.is_some() && choices.is_some_and(Vec::is_empty);
-        !(self.strip_usage_chunk && usage_only)
+        if self.strip_usage_chunk && usage_only {
+            Forward::Drop
+        } else {
+            Forward::Raw
+        }
+    }
+
+    /// A provider's in-stream error, rebuilt by the gateway: the provider's
+    /// message with its key and anything key-shaped scrubbed (providers echo
+    /// keys in auth errors), in OpenAI's error shape. Never the raw frame.
+    fn clean_error_frame(&self, error: &Value) -> String {
+        let raw_message = error
+            .get("message")
+            .and_then(Value::as_str)
+            .or_else(|| error.as_str())
+            .unwrap_or("The provider reported an error in its stream.");
+        let message = match &self.api_key {
+            Some(k) => scrub(raw_message, k),
+            None => raw_message.to_owned(),
+        };
+        let message: String = scrub_key_like(&message).chars().take(500).collect();
+        let body = serde_json::json!({
+            "error": {
+                "message": message,
+                "type": "server_error",
+                "param": null,
+                "code": "upstream_error",
+            }
+        });
+        crate::sse::encode_data(&body.to_string())
     }
 
     /// Whether an error frame has been seen (before the commit point this makes
@@ -249,7 +291,7 @@ mod tests {
     fn usage_chunk_is_stripped_only_when_asked_and_counted_always() {
         let input = openai_stream(true);
         for strip in [true, false] {
-            let mut obs = ChatStreamObserver::new(strip);
+            let mut obs = ChatStreamObserver::new(strip, None);
             // Feed in awkward 7-byte pieces.
             let mut out = Vec::new();
             for piece in input.as_bytes().chunks(7) {
@@ -274,7 +316,7 @@ mod tests {
     #[test]
     fn forwarded_bytes_equal_input_when_nothing_is_stripped() {
         let input = openai_stream(true);
-        let mut obs = ChatStreamObserver::new(false);
+        let mut obs = ChatStreamObserver::new(false, None);
         let mut out = Vec::new();
         for b in input.as_bytes() {
             out.extend(obs.on_bytes(std::slice::from_ref(b)).unwrap());
@@ -285,20 +327,38 @@ mod tests {
     #[test]
     fn ends_are_classified() {
         let cut: String = openai_stream(false).replace("data: [DONE]\n\n", "");
-        let mut obs = ChatStreamObserver::new(true);
+        let mut obs = ChatStreamObserver::new(true, None);
         obs.on_bytes(cut.as_bytes()).unwrap();
         let s = obs.finish(false);
         assert_eq!(s.end, StreamEnd::Truncated);
         assert_eq!(s.usage, None);
 
-        let mut obs = ChatStreamObserver::new(true);
+        let mut obs = ChatStreamObserver::new(true, None);
         obs.on_bytes(b"data: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\"}}\n\n")
             .unwrap();
         assert_eq!(obs.finish(false).end, StreamEnd::UpstreamErrorFrame);
 
-        let mut obs = ChatStreamObserver::new(true);
+        let mut obs = ChatStreamObserver::new(true, None);
         obs.on_bytes(openai_stream(true).as_bytes()).unwrap();
         assert_eq!(obs.finish(true).end, StreamEnd::ClientAborted);
+    }
+
+    #[test]
+    fn error_frames_are_rebuilt_without_the_key() {
+        let key = Secret::new("sk-CANARY-0123456789abcdef");
+        let mut obs = ChatStreamObserver::new(true, Some(key));
+        let first = frame(&json!({"choices":[{"index":0,"delta":{"content":"partial"}}]}));
+        let bad = frame(
+            &json!({"error":{"message":"Incorrect API key provided: sk-CANARY-0123456789abcdef (Bearer sk-CANARY-0123456789abcdef)","type":"invalid_request_error","code":"invalid_api_key"}}),
+        );
+        let out = obs.on_bytes(format!("{first}{bad}").as_bytes()).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with(&first));
+        assert!(!out.contains("CANARY"), "{out}");
+        assert!(!out.contains("01234567"), "{out}");
+        assert!(out.contains("\"code\":\"upstream_error\""));
+        assert!(out.contains("Incorrect API key provided: [redacted]"));
+        assert_eq!(obs.finish(false).end, StreamEnd::UpstreamErrorFrame);
     }
 
     #[test]

@@ -26,18 +26,22 @@ thread_local! {
 }
 
 fn parse_config(env: &Env) -> Result<GatewayConfig, GatewayError> {
-    // `[vars.GATEWAY]` arrives as an object; `.dev.vars` or a secret can
-    // override it with a JSON string.
-    let value: serde_json::Value = env.object_var(GATEWAY_CONFIG_VAR).map_err(|e| {
-        console_error!("config: binding {GATEWAY_CONFIG_VAR} is missing or unreadable: {e}");
-        GatewayError::Misconfigured
-    })?;
-    let value = match value {
-        serde_json::Value::String(s) => serde_json::from_str(&s).map_err(|e| {
-            console_error!("config: {GATEWAY_CONFIG_VAR} is a string but not JSON: {e}");
-            GatewayError::Misconfigured
-        })?,
-        other => other,
+    // `[vars.GATEWAY]` arrives as an object; a `GATEWAY` secret or `.dev.vars`
+    // entry overrides it as a JSON string.
+    let value: serde_json::Value = match env.object_var(GATEWAY_CONFIG_VAR) {
+        Ok(v) => v,
+        Err(object_err) => {
+            let text = env.var(GATEWAY_CONFIG_VAR).map_err(|_| {
+                console_error!(
+                    "config: binding {GATEWAY_CONFIG_VAR} is missing or unreadable: {object_err}"
+                );
+                GatewayError::Misconfigured
+            })?;
+            serde_json::from_str(&text.to_string()).map_err(|e| {
+                console_error!("config: {GATEWAY_CONFIG_VAR} is a string but not JSON: {e}");
+                GatewayError::Misconfigured
+            })?
+        }
     };
     GatewayConfig::from_json(value).map_err(|errors| {
         for e in errors {

@@ -177,7 +177,7 @@ async fn proxy(
                 ));
                 return stream_answer(
                     source,
-                    strip_usage_chunk,
+                    ChatStreamObserver::new(strip_usage_chunk, None),
                     "demo",
                     started,
                     headers("text/event-stream"),
@@ -246,7 +246,7 @@ async fn http_answer(
             );
         return stream_answer(
             source,
-            call.strip_usage_chunk,
+            ChatStreamObserver::new(call.strip_usage_chunk, call.api_key.clone()),
             &call.provider,
             started,
             headers("text/event-stream"),
@@ -294,12 +294,11 @@ fn retry_after_seconds(resp: &Response) -> Option<String> {
 /// Commits to a streamed answer once the first bytes for the client exist.
 async fn stream_answer(
     source: ByteSource,
-    strip_usage_chunk: bool,
+    observer: ChatStreamObserver,
     provider: &str,
     started: u64,
     headers: Headers,
 ) -> Result<Answer, GatewayError> {
-    let observer = ChatStreamObserver::new(strip_usage_chunk);
     let first = upstream::first_output(source, observer, provider).await?;
     let (stream, report) = ObservedStream::new(first, started);
     let resp = Response::from_stream(stream).map_err(|_| GatewayError::Internal)?;

@@ -266,7 +266,7 @@ mod tests {
         let b =
             body(json!({"messages":[{"role":"user","content":[{"type":"text","text":"hi you"}]}]}));
         let frames = chat_stream_frames(&b, "echo", "id", 1);
-        let mut obs = ChatStreamObserver::new(false);
+        let mut obs = ChatStreamObserver::new(false, None);
         let mut text = String::new();
         for f in &frames {
             let out = obs.on_bytes(f.as_bytes()).unwrap();

@@ -132,6 +132,15 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
     mocks,
     adminToken: ADMIN_TOKEN,
     logs: () => logs,
+    /** Waits until wrangler's output (which lags the responses) matches `re`; returns whether it did. */
+    async waitForLog(re, timeoutMs = 5000) {
+      const until = Date.now() + timeoutMs;
+      while (!re.test(logs)) {
+        if (Date.now() > until) return false;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return true;
+    },
     async admin(method, p, body) {
       const r = await fetch(url + p, { method, headers: adminHeaders, body: body === undefined ? undefined : JSON.stringify(body) });
       const text = await r.text();
