@@ -35,4 +35,4 @@ GZIP_KIB=$(echo "$DRY" | sed -n 's/.*gzip: \([0-9.]*\) KiB.*/\1/p')
 awk -v k="$GZIP_KIB" 'BEGIN { if (k + 0 <= 0 || k + 0 >= 3072) { print "gzipped Worker is " k " KiB; the free plan allows 3072 KiB" > "/dev/stderr"; exit 1 } else print "gzipped Worker: " k " KiB of the free plan'"'"'s 3072 KiB" }'
 
 step "end-to-end: mock providers + wrangler dev + official SDK clients"
-node --test --test-concurrency=1 --test-reporter=spec tests/mock/mock-provider.test.mjs tests/e2e/
+node --test --test-concurrency=1 --test-reporter=spec 'tests/mock/*.test.mjs' 'tests/e2e/*.test.mjs'
