@@ -34,10 +34,13 @@ if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGE
   pids="$pids $!"
 fi
 
-# npm ci when node_modules is missing or older than the lock file.
+# Install when node_modules is missing or older than the lock file. `npm
+# install` (which keeps the locked versions) rather than `npm ci`: npm 11's ci
+# rejects this lock for the other platforms' optional workerd packages it
+# deliberately leaves out.
 if [ ! -x node_modules/.bin/wrangler ] || [ ! -x node_modules/.bin/node ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "installing npm devDependencies (wrangler, node 22, SDK clients)"
-  npm ci --no-audit --no-fund --loglevel=error
+  npm install --no-audit --no-fund --loglevel=error
 fi
 
 for p in $pids; do
