@@ -22,6 +22,8 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
 fi
 
 pids=""
+# A failure below must not leave cargo installs running in the background.
+trap 'for p in $pids; do kill "$p" 2>/dev/null || true; done' EXIT
 if [ "$(worker-build --version 2>/dev/null)" != "$WORKER_BUILD_VERSION" ]; then
   say "installing worker-build $WORKER_BUILD_VERSION (crates.io)"
   cargo install --quiet worker-build --version "=$WORKER_BUILD_VERSION" &
@@ -46,6 +48,7 @@ fi
 for p in $pids; do
   wait "$p" || { echo "setup: a cargo install failed" >&2; exit 1; }
 done
+pids=""
 
 NODE_VERSION=$("$ROOT/node_modules/.bin/node" --version)
 case "$NODE_VERSION" in
