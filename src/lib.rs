@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod keys;
 pub mod ledger;
+pub mod openai;
 pub mod providers;
 pub mod request;
 pub mod router;

@@ -4,7 +4,9 @@
 //! Pure: the platform layer supplies secrets through a lookup function and
 //! performs the call.
 
+pub mod anthropic;
 pub mod demo;
+pub mod gemini;
 pub mod openai_compat;
 
 use serde_json::{Map, Value};

@@ -1,0 +1,1 @@
+//! OpenAI chat/completions ⇄ Anthropic Messages API (`POST /v1/messages`).

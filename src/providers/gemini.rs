@@ -1,0 +1,1 @@
+//! OpenAI chat/completions ⇄ Google Gemini API (`generateContent`, `streamGenerateContent?alt=sse`, `batchEmbedContents`).
