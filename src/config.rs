@@ -24,7 +24,116 @@ pub struct GatewayConfig {
     pub models: BTreeMap<String, String>,
     #[serde(default)]
     pub limits: Limits,
+    /// Named routes usable as `model`: fallback chains, weighted load
+    /// balancing, conditional choice; nestable.
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteConfig>,
+    /// Timeouts, retries and the request deadline, unless a route target
+    /// overrides them.
+    #[serde(default)]
+    pub resilience: Resilience,
 }
+
+/// Defaults for every upstream attempt.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Resilience {
+    /// One deadline for the whole request: every attempt, retry and wait.
+    pub deadline_ms: u64,
+    /// Upstream attempts per request over the whole chain.
+    pub max_attempts: u32,
+    /// Retries of one link on a retryable failure before moving on.
+    pub retries: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Longest `Retry-After` worth waiting for; longer → next link at once.
+    pub retry_after_cap_ms: u64,
+    /// Time to response headers (and, for streams, to the first frame).
+    pub ttfb_ms: u64,
+    /// Longest gap between stream chunks.
+    pub idle_ms: u64,
+    /// Whole non-streamed response.
+    pub total_ms: u64,
+}
+
+impl Default for Resilience {
+    fn default() -> Self {
+        Self {
+            deadline_ms: 120_000,
+            max_attempts: 4,
+            // Official SDKs already retry (the OpenAI SDKs twice by default);
+            // a gateway retry on top multiplies upstream load (F6). Retries
+            // are opt-in, per route target or here.
+            retries: 0,
+            backoff_base_ms: 250,
+            backoff_max_ms: 4_000,
+            retry_after_cap_ms: 20_000,
+            ttfb_ms: 60_000,
+            idle_ms: 60_000,
+            total_ms: 300_000,
+        }
+    }
+}
+
+/// How a route chooses among its targets.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// In order; the next when one fails.
+    Fallback,
+    /// One by weight; the others, in weighted-random order, as fallbacks.
+    Loadbalance,
+    /// The first target whose `when` matches the request.
+    Conditional,
+}
+
+/// A named route.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub strategy: Strategy,
+    pub targets: Vec<TargetConfig>,
+    /// Statuses (beyond the retryable ones) that move on to the next target,
+    /// e.g. `[401]` to fall back when a provider rejects the gateway's key.
+    #[serde(default)]
+    pub on_status_codes: Vec<u16>,
+}
+
+/// One target of a route: a model, or another route.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// `"provider/model"` or a `models` alias.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Another route's name.
+    #[serde(default)]
+    pub route: Option<String>,
+    /// Load-balancing weight (default 1).
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// Conditional match: `"metadata.<key>"` (from `x-tollgate-metadata`) or
+    /// `"params.<field>"` (a top-level request field) → the value it must equal.
+    #[serde(default)]
+    pub when: Option<BTreeMap<String, serde_json::Value>>,
+    /// Request fields this target sets (e.g. `temperature`), over the client's.
+    #[serde(default)]
+    pub params: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub ttfb_ms: Option<u64>,
+    #[serde(default)]
+    pub idle_ms: Option<u64>,
+    #[serde(default)]
+    pub total_ms: Option<u64>,
+    #[serde(default)]
+    pub retries: Option<u32>,
+    #[serde(default)]
+    pub on_status_codes: Option<Vec<u16>>,
+}
+
+/// Request fields a route's `params` may not set: they define the request
+/// itself, not how a provider should answer it.
+pub const RESERVED_PARAMS: &[&str] = &["model", "messages", "stream", "stream_options", "input"];
 
 /// One configured provider.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -196,6 +305,25 @@ impl GatewayConfig {
                 )),
             }
         }
+        for (name, route) in &self.routes {
+            errors.extend(self.validate_route(&format!("routes.{name}"), route));
+            if name.contains('/') || name.is_empty() || name.len() > 64 {
+                errors.push(format!(
+                    "routes.{name}: route names are 1-64 characters without '/'"
+                ));
+            }
+            if self.models.contains_key(name) {
+                errors.push(format!("routes.{name}: the name is also a models alias"));
+            }
+        }
+        for name in self.routes.keys() {
+            if let Some(cycle) = self.route_cycle(name, &mut Vec::new()) {
+                errors.push(format!(
+                    "routes.{name}: routes refer to each other in a cycle ({cycle})"
+                ));
+            }
+        }
+        errors.extend(validate_resilience(&self.resilience));
         let l = &self.limits;
         if !(1024..=100 * 1024 * 1024).contains(&l.max_body_bytes) {
             errors.push("limits.max_body_bytes: must be between 1 KiB and 100 MiB".to_owned());
@@ -214,6 +342,161 @@ impl GatewayConfig {
             Err(errors)
         }
     }
+}
+
+impl GatewayConfig {
+    /// Problems with one route (also used for a request's inline route).
+    pub fn validate_route(&self, at: &str, route: &RouteConfig) -> Vec<String> {
+        let mut errors = Vec::new();
+        if route.targets.is_empty() || route.targets.len() > 16 {
+            errors.push(format!("{at}: a route has 1-16 targets"));
+        }
+        for code in &route.on_status_codes {
+            if !(100..=599).contains(code) {
+                errors.push(format!(
+                    "{at}.on_status_codes: {code} is not an HTTP status"
+                ));
+            }
+        }
+        let last = route.targets.len().saturating_sub(1);
+        for (i, t) in route.targets.iter().enumerate() {
+            let at = format!("{at}.targets[{i}]");
+            match (&t.model, &t.route) {
+                (Some(model), None) => {
+                    let qualified = self
+                        .models
+                        .get(model)
+                        .map_or(model.as_str(), String::as_str);
+                    match qualified.split_once('/') {
+                        Some((p, m)) if !m.is_empty() && self.providers.contains_key(p) => {}
+                        _ => errors.push(format!(
+                            "{at}.model: '{model}' is neither an alias nor 'provider/model' with a configured provider"
+                        )),
+                    }
+                }
+                (None, Some(r)) => {
+                    if !self.routes.contains_key(r) {
+                        errors.push(format!("{at}.route: no route named '{r}'"));
+                    }
+                    let overrides = t.params.is_some()
+                        || t.ttfb_ms.is_some()
+                        || t.idle_ms.is_some()
+                        || t.total_ms.is_some()
+                        || t.retries.is_some()
+                        || t.on_status_codes.is_some();
+                    if overrides {
+                        errors.push(format!(
+                            "{at}: a route target takes only weight and when; set overrides on the route's own targets"
+                        ));
+                    }
+                }
+                _ => errors.push(format!("{at}: give exactly one of model or route")),
+            }
+            if t.weight.is_some() && route.strategy != Strategy::Loadbalance {
+                errors.push(format!("{at}.weight: only loadbalance routes use weights"));
+            }
+            if t.weight == Some(0) {
+                errors.push(format!("{at}.weight: must be at least 1"));
+            }
+            match (&t.when, route.strategy) {
+                (Some(_), s) if s != Strategy::Conditional => {
+                    errors.push(format!("{at}.when: only conditional routes use when"));
+                }
+                (Some(when), _) => {
+                    for key in when.keys() {
+                        let ok = key
+                            .strip_prefix("metadata.")
+                            .or_else(|| key.strip_prefix("params."))
+                            .is_some_and(|rest| !rest.is_empty());
+                        if !ok {
+                            errors.push(format!(
+                                "{at}.when: '{key}' must start with 'metadata.' or 'params.'"
+                            ));
+                        }
+                    }
+                }
+                (None, Strategy::Conditional) if i != last => {
+                    errors.push(format!(
+                        "{at}: only the last target of a conditional route may omit when"
+                    ));
+                }
+                _ => {}
+            }
+            if route.strategy == Strategy::Conditional && i == last && t.when.is_some() {
+                errors.push(format!(
+                    "{at}: the last target of a conditional route is the default and has no when"
+                ));
+            }
+            if let Some(params) = &t.params {
+                for k in params.keys() {
+                    if RESERVED_PARAMS.contains(&k.as_str()) {
+                        errors.push(format!("{at}.params: '{k}' cannot be set by a route"));
+                    }
+                }
+                if let Err(e) = crate::request::check_json_safety(
+                    &serde_json::Value::Object(params.clone()),
+                    self.limits.max_json_depth,
+                ) {
+                    errors.push(format!("{at}.params: {}", e.message()));
+                }
+            }
+            for (name, v) in [
+                ("ttfb_ms", t.ttfb_ms),
+                ("idle_ms", t.idle_ms),
+                ("total_ms", t.total_ms),
+            ] {
+                if v.is_some_and(|v| !(1..=3_600_000).contains(&v)) {
+                    errors.push(format!("{at}.{name}: must be 1 ms to 1 hour"));
+                }
+            }
+            if t.retries.is_some_and(|r| r > 10) {
+                errors.push(format!("{at}.retries: at most 10"));
+            }
+        }
+        errors
+    }
+
+    /// A description of a cycle reachable from `name`, if any.
+    fn route_cycle(&self, name: &str, path: &mut Vec<String>) -> Option<String> {
+        if path.iter().any(|p| p == name) {
+            path.push(name.to_owned());
+            return Some(path.join(" -> "));
+        }
+        let route = self.routes.get(name)?;
+        path.push(name.to_owned());
+        for t in &route.targets {
+            if let Some(r) = &t.route {
+                if let Some(c) = self.route_cycle(r, path) {
+                    return Some(c);
+                }
+            }
+        }
+        path.pop();
+        None
+    }
+}
+
+fn validate_resilience(r: &Resilience) -> Vec<String> {
+    let mut errors = Vec::new();
+    let ranges: [(&str, u64, u64, u64); 8] = [
+        ("deadline_ms", r.deadline_ms, 100, 3_600_000),
+        ("max_attempts", u64::from(r.max_attempts), 1, 20),
+        ("retries", u64::from(r.retries), 0, 10),
+        ("backoff_base_ms", r.backoff_base_ms, 0, 60_000),
+        ("backoff_max_ms", r.backoff_max_ms, 0, 600_000),
+        ("retry_after_cap_ms", r.retry_after_cap_ms, 0, 3_600_000),
+        ("ttfb_ms", r.ttfb_ms, 1, 3_600_000),
+        ("idle_ms", r.idle_ms, 1, 3_600_000),
+    ];
+    for (name, v, lo, hi) in ranges {
+        if !(lo..=hi).contains(&v) {
+            errors.push(format!("resilience.{name}: must be between {lo} and {hi}"));
+        }
+    }
+    if !(1..=3_600_000).contains(&r.total_ms) {
+        errors.push("resilience.total_ms: must be between 1 and 3600000".to_owned());
+    }
+    errors
 }
 
 /// A base URL must be absolute http(s), carry no credentials, query or
@@ -323,6 +606,69 @@ mod tests {
         )
         .unwrap_err();
         assert!(err[0].contains("scheme"));
+    }
+
+    fn with_routes(routes: serde_json::Value) -> Result<GatewayConfig, Vec<String>> {
+        GatewayConfig::from_json(json!({
+            "providers": {"openai": {}, "groq": {}, "demo": {"kind": "demo"}},
+            "models": {"mini": "openai/gpt-4o-mini"},
+            "routes": routes
+        }))
+    }
+
+    #[test]
+    fn routes_validate() {
+        with_routes(json!({
+            "smart": {"strategy": "fallback", "targets": [
+                {"model": "openai/gpt-4o", "ttfb_ms": 2000, "retries": 0, "params": {"temperature": 0.1}},
+                {"route": "lb"}
+            ], "on_status_codes": [401]},
+            "lb": {"strategy": "loadbalance", "targets": [{"model": "mini", "weight": 3}, {"model": "groq/llama", "weight": 1}]},
+            "plan": {"strategy": "conditional", "targets": [
+                {"route": "lb", "when": {"metadata.plan": "free"}},
+                {"route": "smart"}
+            ]}
+        }))
+        .unwrap();
+    }
+
+    #[test]
+    fn bad_routes_are_explained() {
+        let err = with_routes(json!({
+            "a": {"strategy": "fallback", "targets": [{"route": "b"}]},
+            "b": {"strategy": "fallback", "targets": [{"route": "a"}]},
+            "c": {"strategy": "fallback", "targets": [{"model": "nope/x"}, {"model": "openai/x", "route": "a"}, {"model": "openai/x", "weight": 2}]},
+            "d": {"strategy": "conditional", "targets": [{"model": "openai/x"}, {"model": "openai/y", "when": {"plan": "x"}}]},
+            "e": {"strategy": "fallback", "targets": [{"model": "openai/x", "params": {"model": "other", "api_base": "http://x"}}]},
+            "f": {"strategy": "fallback", "targets": []},
+            "mini": {"strategy": "fallback", "targets": [{"route": "a", "retries": 1}]}
+        }))
+        .unwrap_err()
+        .join("\n");
+        for needle in [
+            "cycle",
+            "'nope/x' is neither",
+            "exactly one of model or route",
+            "only loadbalance routes use weights",
+            "only the last target of a conditional route may omit when",
+            "must start with 'metadata.' or 'params.'",
+            "'model' cannot be set by a route",
+            "upstream",
+            "1-16 targets",
+            "also a models alias",
+            "takes only weight and when",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in\n{err}");
+        }
+    }
+
+    #[test]
+    fn resilience_ranges() {
+        let err =
+            GatewayConfig::from_json(json!({"resilience": {"max_attempts": 0, "ttfb_ms": 0}}))
+                .unwrap_err();
+        assert!(err.iter().any(|e| e.contains("max_attempts")));
+        assert!(err.iter().any(|e| e.contains("ttfb_ms")));
     }
 
     /// Every environment in wrangler.toml carries a valid config (`[env.X]` does

@@ -53,6 +53,17 @@ pub enum GatewayError {
     UpstreamRedirect { provider: String },
     /// 502: the provider answered 2xx with a body we cannot use.
     UpstreamInvalidResponse { provider: String },
+    /// 504: the provider did not answer in time (`kind`: ttfb_timeout, total_timeout).
+    UpstreamTimeout {
+        provider: String,
+        kind: &'static str,
+    },
+    /// Every link of a route failed: the last link's error, with a summary of
+    /// every attempt (no secrets: provider/model names and failure labels only).
+    AllLinksFailed {
+        last: Box<GatewayError>,
+        summary: String,
+    },
     /// 500: a bug or platform failure; details are only in the log.
     Internal,
 }
@@ -84,6 +95,8 @@ impl GatewayError {
             Self::MethodNotAllowed { .. } => 405,
             Self::ProviderNotConfigured { .. } | Self::Misconfigured => 503,
             Self::Upstream { status, .. } => *status,
+            Self::UpstreamTimeout { .. } => 504,
+            Self::AllLinksFailed { last, .. } => last.status(),
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamRedirect { .. }
             | Self::UpstreamInvalidResponse { .. } => 502,
@@ -104,12 +117,14 @@ impl GatewayError {
             Self::Forbidden { .. } => "permission_error",
             Self::Upstream { status: 429, .. } => "rate_limit_error",
             Self::Upstream { status, .. } if *status < 500 => "invalid_request_error",
+            Self::AllLinksFailed { last, .. } => last.error_type(),
             Self::ProviderNotConfigured { .. }
             | Self::Misconfigured
             | Self::Upstream { .. }
             | Self::UpstreamUnreachable { .. }
             | Self::UpstreamRedirect { .. }
             | Self::UpstreamInvalidResponse { .. }
+            | Self::UpstreamTimeout { .. }
             | Self::Internal => "server_error",
         }
     }
@@ -131,6 +146,8 @@ impl GatewayError {
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
             Self::UpstreamRedirect { .. } => "upstream_redirect",
             Self::UpstreamInvalidResponse { .. } => "upstream_invalid_response",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::AllLinksFailed { last, .. } => last.code(),
             Self::Internal => "internal_error",
         }
     }
@@ -173,6 +190,12 @@ impl GatewayError {
             Self::UpstreamInvalidResponse { provider } => {
                 format!("Provider '{provider}' returned a response the gateway could not read.")
             }
+            Self::UpstreamTimeout { provider, kind } => {
+                format!("Provider '{provider}' did not answer in time ({kind}).")
+            }
+            Self::AllLinksFailed { last, summary } => {
+                format!("{} Every upstream failed: {summary}.", last.message())
+            }
             Self::Internal => "The gateway hit an internal error.".to_owned(),
         }
     }
@@ -189,6 +212,7 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<&str> {
         match self {
             Self::Upstream { retry_after, .. } => retry_after.as_deref(),
+            Self::AllLinksFailed { last, .. } => last.retry_after(),
             _ => None,
         }
     }
@@ -225,6 +249,27 @@ mod tests {
     }
 
     #[test]
+    fn all_links_failed_keeps_the_last_status_and_retry_after() {
+        let e = GatewayError::AllLinksFailed {
+            last: Box::new(GatewayError::Upstream {
+                provider: "b".into(),
+                status: 429,
+                message: "Provider 'b' is rate limiting requests; retry later.".into(),
+                code: "upstream_rate_limited",
+                retry_after: Some("3".into()),
+            }),
+            summary: "a/m: status_429; b/m: status_429".into(),
+        };
+        assert_eq!(
+            (e.status(), e.code(), e.retry_after()),
+            (429, "upstream_rate_limited", Some("3"))
+        );
+        assert!(e
+            .message()
+            .ends_with("Every upstream failed: a/m: status_429; b/m: status_429."));
+    }
+
+    #[test]
     fn statuses_and_types() {
         let cases: Vec<(GatewayError, u16, &str)> = vec![
             (GatewayError::invalid("x"), 400, "invalid_request_error"),
@@ -258,6 +303,14 @@ mod tests {
                 "server_error",
             ),
             (GatewayError::Internal, 500, "server_error"),
+            (
+                GatewayError::UpstreamTimeout {
+                    provider: "p".into(),
+                    kind: "ttfb_timeout",
+                },
+                504,
+                "server_error",
+            ),
         ];
         for (e, status, ty) in cases {
             assert_eq!(e.status(), status, "{e:?}");

@@ -92,6 +92,9 @@ pub struct KeyGrant {
     /// `None`: every configured model. Otherwise patterns: an exact model value
     /// as the client sends it (alias or `provider/model`), `provider/*`, or `*`.
     pub allowed_models: Option<Vec<String>>,
+    /// May send an inline route in `x-tollgate-config`.
+    #[serde(default)]
+    pub allow_inline_config: bool,
 }
 
 impl KeyGrant {
@@ -205,6 +208,7 @@ mod tests {
             id: "key_1".into(),
             name: "n".into(),
             allowed_models: None,
+            allow_inline_config: false,
         };
         assert!(g.may_use("anything", "openai", "openai/gpt-4o"));
         g.allowed_models = Some(vec!["openai/*".into(), "fast".into()]);

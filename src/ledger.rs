@@ -103,6 +103,43 @@ pub struct RequestRow {
     pub ttft_ms: Option<u64>,
     /// Compact JSON from `x-tollgate-metadata`.
     pub metadata: Option<String>,
+    /// One per upstream attempt, in order.
+    pub attempts: Vec<AttemptRow>,
+}
+
+/// One upstream attempt of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRow {
+    pub attempt: u32,
+    pub provider: String,
+    pub model: String,
+    pub started_at_ms: u64,
+    pub latency_ms: u64,
+    pub status: Option<u16>,
+    pub ok: bool,
+    /// The walker's failure label when not ok.
+    pub failure: Option<String>,
+}
+
+pub const INSERT_ATTEMPT_SQL: &str = "INSERT OR IGNORE INTO attempts (\
+    request_id, attempt, provider, model, started_at, latency_ms, status, outcome, failure) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+impl AttemptRow {
+    /// Values for [`INSERT_ATTEMPT_SQL`].
+    pub fn bind_values(&self, request_id: &str) -> Vec<SqlValue> {
+        vec![
+            SqlValue::Text(request_id.to_owned()),
+            SqlValue::Int(i64::from(self.attempt)),
+            SqlValue::Text(self.provider.clone()),
+            SqlValue::Text(self.model.clone()),
+            Some(self.started_at_ms).into(),
+            Some(self.latency_ms).into(),
+            self.status.map(u64::from).into(),
+            SqlValue::Text(if self.ok { "ok" } else { "failed" }.to_owned()),
+            self.failure.clone().into(),
+        ]
+    }
 }
 
 pub const INSERT_REQUEST_SQL: &str = "INSERT OR IGNORE INTO requests (\
@@ -171,6 +208,7 @@ mod tests {
             latency_ms: 12,
             ttft_ms: Some(5),
             metadata: Some(r#"{"user":"u"}"#.into()),
+            attempts: vec![],
         };
         let v = row.bind_values();
         let placeholders = INSERT_REQUEST_SQL.matches('?').count();
@@ -194,6 +232,24 @@ mod tests {
     }
 
     #[test]
+    fn attempt_values_match_placeholders() {
+        let a = AttemptRow {
+            attempt: 2,
+            provider: "groq".into(),
+            model: "llama".into(),
+            started_at_ms: 10,
+            latency_ms: 3,
+            status: Some(503),
+            ok: false,
+            failure: Some("status_503".into()),
+        };
+        let v = a.bind_values("req_1");
+        assert_eq!(v.len(), INSERT_ATTEMPT_SQL.matches('?').count());
+        assert_eq!(v[6], SqlValue::Int(503));
+        assert_eq!(v[7], SqlValue::Text("failed".into()));
+    }
+
+    #[test]
     fn missing_usage_is_marked_not_zero() {
         let row = RequestRow {
             request_id: "r".into(),
@@ -211,6 +267,7 @@ mod tests {
             latency_ms: 1,
             ttft_ms: None,
             metadata: None,
+            attempts: vec![],
         };
         let v = row.bind_values();
         assert_eq!(v[11], SqlValue::Null);

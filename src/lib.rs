@@ -18,6 +18,7 @@ pub mod routing;
 pub mod secret;
 pub mod sse;
 pub mod usage;
+pub mod walker;
 
 #[cfg(target_arch = "wasm32")]
 mod handlers;

@@ -6,7 +6,9 @@
 //! `"openrouter/anthropic/claude-sonnet-4.5"` works). Anything else is a 404
 //! `model_not_found`, never a guess.
 
-use crate::config::GatewayConfig;
+use serde_json::{Map, Value};
+
+use crate::config::{GatewayConfig, RouteConfig, Strategy, TargetConfig};
 use crate::error::GatewayError;
 
 /// A resolved upstream: a configured provider name and the model id to send it.
@@ -42,17 +44,170 @@ pub fn resolve(config: &GatewayConfig, requested: &str) -> Result<Target, Gatewa
     })
 }
 
+/// One upstream to try, with everything the walker and the adapter need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub provider: String,
+    pub model: String,
+    /// Request fields this link overrides.
+    pub params: Option<Map<String, Value>>,
+    pub ttfb_ms: u64,
+    pub idle_ms: u64,
+    pub total_ms: u64,
+    pub retries: u32,
+    /// Non-retryable statuses that still move on to the next link.
+    pub on_status_codes: Vec<u16>,
+}
+
+/// What conditional routes look at.
+pub struct RequestFacts<'a> {
+    pub metadata: Option<&'a Map<String, Value>>,
+    pub body: &'a Map<String, Value>,
+}
+
+impl RequestFacts<'_> {
+    fn value(&self, key: &str) -> Option<&Value> {
+        if let Some(k) = key.strip_prefix("metadata.") {
+            return self.metadata?.get(k);
+        }
+        key.strip_prefix("params.").and_then(|k| self.body.get(k))
+    }
+
+    fn matches(&self, when: &std::collections::BTreeMap<String, Value>) -> bool {
+        when.iter().all(|(k, want)| self.value(k) == Some(want))
+    }
+}
+
+/// Routes nest at most this deep (cycles are rejected by config validation;
+/// this bounds an inline route too).
+const MAX_ROUTE_DEPTH: usize = 8;
+
+/// The ordered links for a request's `model` (or its inline route):
+/// a named route expands by its strategy; anything else is one link.
+/// `random` yields numbers in [0, 1) for load balancing.
+pub fn plan_links(
+    config: &GatewayConfig,
+    requested: &str,
+    inline: Option<&RouteConfig>,
+    facts: &RequestFacts<'_>,
+    random: &mut dyn FnMut() -> f64,
+) -> Result<Vec<Link>, GatewayError> {
+    let mut links = Vec::new();
+    match (inline, config.routes.get(requested)) {
+        (Some(route), _) | (None, Some(route)) => {
+            expand_route(config, route, facts, random, 0, &mut links)?;
+        }
+        (None, None) => {
+            let target = resolve(config, requested)?;
+            links.push(link_for(config, &target, &TargetConfig::default(), &[]));
+        }
+    }
+    Ok(links)
+}
+
+fn link_for(
+    config: &GatewayConfig,
+    target: &Target,
+    t: &TargetConfig,
+    route_codes: &[u16],
+) -> Link {
+    let d = &config.resilience;
+    Link {
+        provider: target.provider.clone(),
+        model: target.model.clone(),
+        params: t.params.clone(),
+        ttfb_ms: t.ttfb_ms.unwrap_or(d.ttfb_ms),
+        idle_ms: t.idle_ms.unwrap_or(d.idle_ms),
+        total_ms: t.total_ms.unwrap_or(d.total_ms),
+        retries: t.retries.unwrap_or(d.retries),
+        on_status_codes: t
+            .on_status_codes
+            .clone()
+            .unwrap_or_else(|| route_codes.to_vec()),
+    }
+}
+
+fn expand_route(
+    config: &GatewayConfig,
+    route: &RouteConfig,
+    facts: &RequestFacts<'_>,
+    random: &mut dyn FnMut() -> f64,
+    depth: usize,
+    out: &mut Vec<Link>,
+) -> Result<(), GatewayError> {
+    if depth >= MAX_ROUTE_DEPTH {
+        return Err(GatewayError::invalid("Routes are nested too deeply."));
+    }
+    let order: Vec<&TargetConfig> = match route.strategy {
+        Strategy::Fallback => route.targets.iter().collect(),
+        Strategy::Loadbalance => weighted_order(&route.targets, random),
+        Strategy::Conditional => route
+            .targets
+            .iter()
+            .find(|t| t.when.as_ref().is_none_or(|w| facts.matches(w)))
+            .into_iter()
+            .collect(),
+    };
+    for t in order {
+        match (&t.model, &t.route) {
+            (Some(model), _) => {
+                let target = resolve(config, model)?;
+                out.push(link_for(config, &target, t, &route.on_status_codes));
+            }
+            (None, Some(name)) => {
+                let nested = config
+                    .routes
+                    .get(name)
+                    .ok_or_else(|| GatewayError::invalid(format!("No route named '{name}'.")))?;
+                expand_route(config, nested, facts, random, depth + 1, out)?;
+            }
+            (None, None) => {
+                return Err(GatewayError::invalid(
+                    "A route target needs a model or a route.",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Weighted random order without replacement: the first pick follows the
+/// weights exactly; the rest become fallbacks in weighted order.
+fn weighted_order<'a>(
+    targets: &'a [TargetConfig],
+    random: &mut dyn FnMut() -> f64,
+) -> Vec<&'a TargetConfig> {
+    let mut pool: Vec<&TargetConfig> = targets.iter().collect();
+    let mut out = Vec::with_capacity(pool.len());
+    while !pool.is_empty() {
+        let total: f64 = pool.iter().map(|t| f64::from(t.weight.unwrap_or(1))).sum();
+        let mut pick = random().clamp(0.0, 1.0) * total;
+        let mut chosen = pool.len() - 1;
+        for (i, t) in pool.iter().enumerate() {
+            let w = f64::from(t.weight.unwrap_or(1));
+            if pick < w {
+                chosen = i;
+                break;
+            }
+            pick -= w;
+        }
+        out.push(pool.remove(chosen));
+    }
+    out
+}
+
 /// Every model id `GET /v1/models` advertises: aliases, then each provider's
 /// listed models as `"provider/model"`, with the provider that owns each.
 pub fn listed_models(config: &GatewayConfig) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = config
-        .models
-        .iter()
-        .map(|(alias, target)| {
-            let owner = target.split_once('/').map(|(p, _)| p).unwrap_or_default();
-            (alias.clone(), owner.to_owned())
-        })
+        .routes
+        .keys()
+        .map(|name| (name.clone(), "tollgate".to_owned()))
         .collect();
+    out.extend(config.models.iter().map(|(alias, target)| {
+        let owner = target.split_once('/').map(|(p, _)| p).unwrap_or_default();
+        (alias.clone(), owner.to_owned())
+    }));
     for (name, p) in &config.providers {
         for m in &p.models {
             out.push((format!("{name}/{m}"), name.clone()));
@@ -106,6 +261,159 @@ mod tests {
             assert_eq!(e.status(), 404, "{m}");
             assert_eq!(e.code(), "model_not_found");
         }
+    }
+
+    fn routed() -> GatewayConfig {
+        GatewayConfig::from_json(json!({
+            "providers": {"openai": {}, "groq": {}, "demo": {"kind": "demo"}},
+            "models": {"mini": "openai/gpt-4o-mini"},
+            "resilience": {"ttfb_ms": 5000, "retries": 2},
+            "routes": {
+                "smart": {"strategy": "fallback", "on_status_codes": [401], "targets": [
+                    {"model": "openai/gpt-4o", "ttfb_ms": 2000, "params": {"temperature": 0}},
+                    {"route": "lb"}
+                ]},
+                "lb": {"strategy": "loadbalance", "targets": [
+                    {"model": "mini", "weight": 3}, {"model": "groq/llama", "weight": 1}
+                ]},
+                "plan": {"strategy": "conditional", "targets": [
+                    {"model": "demo/echo", "when": {"metadata.plan": "free"}},
+                    {"model": "groq/fast", "when": {"params.temperature": 0}},
+                    {"route": "smart"}
+                ]}
+            }
+        }))
+        .unwrap()
+    }
+
+    fn names(links: &[Link]) -> Vec<String> {
+        links
+            .iter()
+            .map(|l| format!("{}/{}", l.provider, l.model))
+            .collect()
+    }
+
+    #[test]
+    fn fallback_with_nested_loadbalance() {
+        let c = routed();
+        let body = Map::new();
+        let facts = RequestFacts {
+            metadata: None,
+            body: &body,
+        };
+        let mut first = || 0.1;
+        let links = plan_links(&c, "smart", None, &facts, &mut first).unwrap();
+        assert_eq!(
+            names(&links),
+            ["openai/gpt-4o", "openai/gpt-4o-mini", "groq/llama"]
+        );
+        assert_eq!(links[0].ttfb_ms, 2000);
+        assert_eq!(links[1].ttfb_ms, 5000, "default from resilience");
+        assert_eq!(links[0].retries, 2);
+        assert_eq!(links[0].on_status_codes, vec![401]);
+        assert_eq!(links[0].params.as_ref().unwrap()["temperature"], 0);
+        let mut last = || 0.99;
+        let links = plan_links(&c, "lb", None, &facts, &mut last).unwrap();
+        assert_eq!(names(&links), ["groq/llama", "openai/gpt-4o-mini"]);
+    }
+
+    #[test]
+    fn loadbalance_follows_the_weights() {
+        let c = routed();
+        let body = Map::new();
+        let facts = RequestFacts {
+            metadata: None,
+            body: &body,
+        };
+        let mut state: u64 = 42;
+        let mut lcg = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut mini = 0;
+        for _ in 0..10_000 {
+            let links = plan_links(&c, "lb", None, &facts, &mut lcg).unwrap();
+            assert_eq!(links.len(), 2);
+            if links[0].provider == "openai" {
+                mini += 1;
+            }
+        }
+        assert!(
+            (7_300..=7_700).contains(&mini),
+            "{mini} of 10000 for weight 3:1"
+        );
+    }
+
+    #[test]
+    fn conditional_matches_metadata_then_params_then_default() {
+        let c = routed();
+        let meta = json!({"plan": "free"}).as_object().unwrap().clone();
+        let body = json!({"temperature": 0}).as_object().unwrap().clone();
+        let empty = Map::new();
+        let mut r = || 0.0;
+        let l = plan_links(
+            &c,
+            "plan",
+            None,
+            &RequestFacts {
+                metadata: Some(&meta),
+                body: &empty,
+            },
+            &mut r,
+        )
+        .unwrap();
+        assert_eq!(names(&l), ["demo/echo"]);
+        let l = plan_links(
+            &c,
+            "plan",
+            None,
+            &RequestFacts {
+                metadata: None,
+                body: &body,
+            },
+            &mut r,
+        )
+        .unwrap();
+        assert_eq!(names(&l), ["groq/fast"]);
+        let l = plan_links(
+            &c,
+            "plan",
+            None,
+            &RequestFacts {
+                metadata: None,
+                body: &empty,
+            },
+            &mut r,
+        )
+        .unwrap();
+        assert_eq!(names(&l)[0], "openai/gpt-4o");
+    }
+
+    #[test]
+    fn inline_route_and_plain_models() {
+        let c = routed();
+        let body = Map::new();
+        let facts = RequestFacts {
+            metadata: None,
+            body: &body,
+        };
+        let mut r = || 0.0;
+        let inline: RouteConfig = serde_json::from_value(json!({
+            "strategy": "fallback", "targets": [{"model": "groq/a"}, {"model": "mini"}]
+        }))
+        .unwrap();
+        let l = plan_links(&c, "ignored", Some(&inline), &facts, &mut r).unwrap();
+        assert_eq!(names(&l), ["groq/a", "openai/gpt-4o-mini"]);
+        let l = plan_links(&c, "openai/gpt-4.1", None, &facts, &mut r).unwrap();
+        assert_eq!(names(&l), ["openai/gpt-4.1"]);
+        assert_eq!(
+            plan_links(&c, "nope", None, &facts, &mut r)
+                .unwrap_err()
+                .status(),
+            404
+        );
     }
 
     #[test]

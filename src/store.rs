@@ -8,7 +8,7 @@ use worker::{console_error, D1Database};
 
 use crate::error::GatewayError;
 use crate::keys::KeyGrant;
-use crate::ledger::{RequestRow, SqlValue, INSERT_REQUEST_SQL};
+use crate::ledger::{RequestRow, SqlValue, INSERT_ATTEMPT_SQL, INSERT_REQUEST_SQL};
 
 fn js(v: &SqlValue) -> JsValue {
     match v {
@@ -37,6 +37,9 @@ pub struct KeyRecord {
     pub metadata: Option<String>,
     pub created_at: f64,
     pub revoked_at: Option<f64>,
+    /// 1 when the key may send an inline route in `x-tollgate-config`.
+    #[serde(default)]
+    pub allow_inline_config: f64,
 }
 
 impl KeyRecord {
@@ -55,6 +58,7 @@ impl KeyRecord {
                 .allowed_models
                 .as_ref()
                 .map(|_| self.allowed_models_list().unwrap_or_default()),
+            allow_inline_config: self.allow_inline_config > 0.0,
         }
     }
 
@@ -69,11 +73,13 @@ impl KeyRecord {
             "metadata": self.metadata.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok()),
             "created_at": self.created_at as u64,
             "revoked_at": self.revoked_at.map(|t| t as u64),
+            "allow_inline_config": self.allow_inline_config > 0.0,
         })
     }
 }
 
-const KEY_COLUMNS: &str = "id, key_prefix, name, allowed_models, metadata, created_at, revoked_at";
+const KEY_COLUMNS: &str =
+    "id, key_prefix, name, allowed_models, metadata, created_at, revoked_at, allow_inline_config";
 
 /// The active key with this hash, if any.
 pub async fn find_active_key(
@@ -101,6 +107,7 @@ pub struct NewKey<'a> {
     pub allowed_models: Option<String>,
     pub metadata: Option<String>,
     pub created_at: u64,
+    pub allow_inline_config: bool,
 }
 
 pub async fn insert_key(db: &D1Database, k: &NewKey<'_>) -> Result<(), GatewayError> {
@@ -112,10 +119,11 @@ pub async fn insert_key(db: &D1Database, k: &NewKey<'_>) -> Result<(), GatewayEr
         k.allowed_models.clone().into(),
         k.metadata.clone().into(),
         Some(k.created_at).into(),
+        SqlValue::Int(i64::from(k.allow_inline_config)),
     ];
     db.prepare(
-        "INSERT INTO virtual_keys (id, key_hash, key_prefix, name, allowed_models, metadata, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO virtual_keys (id, key_hash, key_prefix, name, allowed_models, metadata, created_at, \
+         allow_inline_config) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
     .bind(&values.iter().map(js).collect::<Vec<_>>())
     .map_err(|e| db_error("bind", &e))?
@@ -146,12 +154,14 @@ pub async fn list_keys(db: &D1Database) -> Result<Vec<KeyRecord>, GatewayError> 
     .map_err(|e| db_error("list keys", &e))
 }
 
-/// Updates name and/or allowed models; `None` leaves a field as it is.
+/// Updates name, allowed models and/or the inline-config permission; `None`
+/// leaves a field as it is.
 pub async fn update_key(
     db: &D1Database,
     id: &str,
     name: Option<&str>,
     allowed_models: Option<Option<String>>,
+    allow_inline_config: Option<bool>,
 ) -> Result<(), GatewayError> {
     let (set_models, models) = match allowed_models {
         Some(m) => (1, m),
@@ -162,10 +172,12 @@ pub async fn update_key(
         name.map(str::to_owned).into(),
         SqlValue::Int(set_models),
         models.into(),
+        allow_inline_config.map(u64::from).into(),
     ];
     db.prepare(
         "UPDATE virtual_keys SET name = COALESCE(?2, name), \
-         allowed_models = CASE WHEN ?3 = 1 THEN ?4 ELSE allowed_models END WHERE id = ?1",
+         allowed_models = CASE WHEN ?3 = 1 THEN ?4 ELSE allowed_models END, \
+         allow_inline_config = COALESCE(?5, allow_inline_config) WHERE id = ?1",
     )
     .bind(&values.iter().map(js).collect::<Vec<_>>())
     .map_err(|e| db_error("bind", &e))?
@@ -186,13 +198,23 @@ pub async fn revoke_key(db: &D1Database, id: &str, now: u64) -> Result<(), Gatew
     Ok(())
 }
 
-/// Writes a ledger row, retrying once: D1 does not retry writes itself, and
-/// `INSERT OR IGNORE` on the request id makes the retry safe.
+/// Writes a request row and its attempt rows in one D1 batch (a batch is a
+/// transaction), retrying once: D1 does not retry writes itself, and
+/// `INSERT OR IGNORE` on the request id (and attempt number) makes the retry
+/// — or any replay — add nothing.
 pub async fn insert_request_row(db: &D1Database, row: &RequestRow) {
-    let values: Vec<JsValue> = row.bind_values().iter().map(js).collect();
+    let build = || -> worker::Result<Vec<worker::D1PreparedStatement>> {
+        let values: Vec<JsValue> = row.bind_values().iter().map(js).collect();
+        let mut statements = vec![db.prepare(INSERT_REQUEST_SQL).bind(&values)?];
+        for a in &row.attempts {
+            let values: Vec<JsValue> = a.bind_values(&row.request_id).iter().map(js).collect();
+            statements.push(db.prepare(INSERT_ATTEMPT_SQL).bind(&values)?);
+        }
+        Ok(statements)
+    };
     for attempt in 1..=2 {
-        let result = match db.prepare(INSERT_REQUEST_SQL).bind(&values) {
-            Ok(stmt) => stmt.run().await.map(|_| ()),
+        let result = match build() {
+            Ok(statements) => db.batch(statements).await.map(|_| ()),
             Err(e) => Err(e),
         };
         match result {

@@ -10,9 +10,10 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
 use futures::channel::oneshot;
-use futures::Stream;
+use futures::{Future, Stream};
 use worker::{
-    console_error, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response,
+    console_error, AbortController, AbortSignal, Delay, Fetch, Headers, Method, Request,
+    RequestInit, RequestRedirect, Response,
 };
 
 use crate::error::GatewayError;
@@ -22,8 +23,9 @@ use crate::usage::{truncation_error_frame, ChatStreamObserver, StreamEnd, Stream
 
 pub const USER_AGENT: &str = concat!("tollgate/", env!("CARGO_PKG_VERSION"));
 
-/// Sends `call` and returns the provider's response (any status).
-pub async fn send(call: &HttpCall) -> Result<Response, GatewayError> {
+/// Sends `call` and returns the provider's response (any status). Aborting
+/// `signal` cancels the request (and its body stream) at the provider.
+pub async fn send(call: &HttpCall, signal: &AbortSignal) -> Result<Response, GatewayError> {
     let headers = Headers::new();
     set_header(&headers, "content-type", "application/json");
     set_header(
@@ -59,10 +61,13 @@ pub async fn send(call: &HttpCall) -> Result<Response, GatewayError> {
         );
         unreachable()
     })?;
-    Fetch::Request(request).send().await.map_err(|e| {
-        console_error!("fetch to provider {} failed: {e}", call.provider);
-        unreachable()
-    })
+    Fetch::Request(request)
+        .send_with_signal(signal)
+        .await
+        .map_err(|e| {
+            console_error!("fetch to provider {} failed: {e}", call.provider);
+            unreachable()
+        })
 }
 
 fn js_sys_bytes(bytes: &[u8]) -> wasm_bindgen::JsValue {
@@ -115,6 +120,12 @@ pub type ByteSource = Pin<Box<dyn Stream<Item = Result<Vec<u8>, worker::Error>>>
 /// runtime then drops the stream without finishing it.
 pub struct ObservedStream {
     source: ByteSource,
+    /// Aborts the upstream fetch when the stream ends early (idle timeout,
+    /// client gone), so the provider stops generating.
+    abort: Option<AbortController>,
+    /// Longest gap allowed between upstream chunks.
+    idle_ms: u64,
+    idle_timer: Option<Pin<Box<Delay>>>,
     /// Bytes already taken from the source before the response was committed.
     prefix: Option<Vec<u8>>,
     observer: Option<ChatStreamObserver>,
@@ -130,11 +141,16 @@ impl ObservedStream {
     pub fn new(
         committed: FirstOutput,
         started_at_ms: u64,
+        idle_ms: u64,
+        abort: Option<AbortController>,
     ) -> (Self, oneshot::Receiver<StreamReport>) {
         let (tx, rx) = oneshot::channel();
         (
             Self {
                 source: committed.source,
+                abort,
+                idle_ms,
+                idle_timer: None,
                 prefix: Some(committed.bytes),
                 observer: Some(committed.observer),
                 report: Some(tx),
@@ -169,9 +185,22 @@ impl ObservedStream {
         Some(end)
     }
 
+    fn abort_upstream(&mut self) {
+        if let Some(c) = self.abort.take() {
+            c.abort();
+        }
+    }
+
+    fn arm_idle_timer(&mut self) {
+        // setTimeout treats delays past 2^31-1 ms as 0; config caps idle at 1 h.
+        let ms = self.idle_ms.min(i32::MAX as u64);
+        self.idle_timer = Some(Box::pin(Delay::from(std::time::Duration::from_millis(ms))));
+    }
+
     /// Ends the stream after an upstream failure: report, then one error frame.
     fn fail(&mut self) -> Poll<Option<Result<Vec<u8>, worker::Error>>> {
         self.done = true;
+        self.abort_upstream();
         self.send_report(false, Some(StreamEnd::Truncated));
         Poll::Ready(Some(Ok(truncation_error_frame().into_bytes())))
     }
@@ -183,6 +212,7 @@ impl Stream for ObservedStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         if let Some(prefix) = self.prefix.take() {
             self.ttft_ms = Some(now_ms().saturating_sub(self.started_at_ms));
+            self.arm_idle_timer();
             return Poll::Ready(Some(Ok(prefix)));
         }
         loop {
@@ -190,8 +220,25 @@ impl Stream for ObservedStream {
                 return Poll::Ready(None);
             }
             match self.source.as_mut().poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if self.idle_timer.is_none() {
+                        self.arm_idle_timer();
+                    }
+                    let fired = self
+                        .idle_timer
+                        .as_mut()
+                        .is_some_and(|t| t.as_mut().poll(cx).is_ready());
+                    if fired {
+                        console_error!(
+                            "upstream stream idle for over {} ms; ending it",
+                            self.idle_ms
+                        );
+                        return self.fail();
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Some(Ok(bytes))) => {
+                    self.arm_idle_timer();
                     let Some(observer) = self.observer.as_mut() else {
                         return Poll::Ready(None);
                     };
@@ -297,5 +344,6 @@ impl Drop for ObservedStream {
         if self.report.is_some() {
             self.send_report(true, None);
         }
+        self.abort_upstream();
     }
 }

@@ -42,6 +42,8 @@ struct CreateKey {
     allowed_models: Option<Vec<String>>,
     #[serde(default)]
     metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    allow_inline_config: bool,
 }
 
 fn validate_name(name: &str) -> Result<(), GatewayError> {
@@ -100,6 +102,7 @@ async fn create_key(req: &mut Request, env: &Env) -> Result<Response, GatewayErr
             allowed_models,
             metadata,
             created_at,
+            allow_inline_config: input.allow_inline_config,
         },
     )
     .await?;
@@ -130,15 +133,29 @@ async fn get_key(env: &Env, id: &str) -> Result<Response, GatewayError> {
     json_response(&record.to_api(), 200)
 }
 
-/// `PATCH /admin/keys/{id}` — `{"name"?: string, "allowed_models"?: [..] | null}`.
+/// `PATCH /admin/keys/{id}` — `{"name"?: string, "allowed_models"?: [..] | null,
+/// "allow_inline_config"?: bool}`.
 async fn update_key(req: &mut Request, env: &Env, id: &str) -> Result<Response, GatewayError> {
+    const FIELDS: [&str; 3] = ["name", "allowed_models", "allow_inline_config"];
     let body = read_admin_json(req).await?;
-    if let Some(unknown) = body.keys().find(|k| *k != "name" && *k != "allowed_models") {
+    if let Some(unknown) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(GatewayError::invalid_param(
             unknown,
-            format!("Unknown field '{unknown}'; only 'name' and 'allowed_models' can be changed."),
+            format!(
+                "Unknown field '{unknown}'; only name, allowed_models and allow_inline_config can be changed."
+            ),
         ));
     }
+    let allow_inline_config = match body.get("allow_inline_config") {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => {
+            return Err(GatewayError::invalid_param(
+                "allow_inline_config",
+                "'allow_inline_config' must be a boolean.",
+            ))
+        }
+    };
     let name = match body.get("name") {
         None => None,
         Some(Value::String(n)) => {
@@ -172,7 +189,7 @@ async fn update_key(req: &mut Request, env: &Env, id: &str) -> Result<Response, 
     store::get_key(&db, id)
         .await?
         .ok_or(GatewayError::ResourceNotFound { what: "key" })?;
-    store::update_key(&db, id, name, allowed_models).await?;
+    store::update_key(&db, id, name, allowed_models, allow_inline_config).await?;
     get_key(env, id).await
 }
 

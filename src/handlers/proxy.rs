@@ -1,26 +1,35 @@
 //! `POST /v1/chat/completions` and `POST /v1/embeddings`: authenticate,
-//! validate, resolve the model, call the provider (or the built-in demo), and
-//! return its answer — streamed chunk by chunk for `stream: true` — while the
-//! ledger row is written in `ctx.wait_until`.
+//! validate, resolve the model or route into links, walk them (timeouts,
+//! retries, fallback — see `walker.rs`), and return the first good answer —
+//! streamed chunk by chunk for `stream: true` — while the ledger row and one
+//! row per upstream attempt are written in `ctx.wait_until`.
 
-use serde_json::Value;
-use worker::{console_error, Context, Env, Headers, Request, Response};
+use std::time::Duration;
 
+use serde_json::{Map, Value};
+use worker::{console_error, AbortController, Context, Delay, Env, Headers, Request, Response};
+
+use crate::config::{GatewayConfig, RouteConfig};
 use crate::error::GatewayError;
 use crate::handlers::{authenticate_key, config, database, secret};
 use crate::http::{
-    error_response, new_request_id, now_ms, read_body_limited, set_header, REQUEST_ID_HEADER,
+    error_response, new_request_id, now_ms, random_bytes, read_body_limited, set_header,
+    REQUEST_ID_HEADER,
 };
 use crate::keys::KeyGrant;
-use crate::ledger::{Endpoint, Outcome, RequestRow};
+use crate::ledger::{AttemptRow, Endpoint, Outcome, RequestRow};
 use crate::providers::{demo, map_upstream_error, plan, HttpCall, Plan};
 use crate::request::{
     check_json_safety, parse_chat, parse_embeddings, parse_json_object, parse_metadata,
 };
-use crate::routing::resolve;
+use crate::routing::{plan_links, Link, RequestFacts, Target};
 use crate::store;
 use crate::upstream::{self, ByteSource, ObservedStream, StreamReport};
 use crate::usage::{usage_from_response, ChatStreamObserver};
+use crate::walker::{trace_header, Budget, Failure, Step, TimeoutKind, Walker};
+
+/// Header carrying a per-request route (same schema as `[vars.GATEWAY.routes.*]`).
+const INLINE_CONFIG_HEADER: &str = "x-tollgate-config";
 
 /// A successful answer: either complete, or a stream whose end is reported
 /// later through the receiver.
@@ -54,6 +63,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
         latency_ms: 0,
         ttft_ms: None,
         metadata: None,
+        attempts: Vec::new(),
     };
     let result = proxy(&mut req, &env, &grant, endpoint, &mut row).await;
     let db = database(&env);
@@ -95,12 +105,10 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
         Err(e) => {
             row.status = e.status();
             row.error_code = Some(e.code().to_owned());
-            row.outcome = match e {
-                GatewayError::Upstream { .. }
-                | GatewayError::UpstreamUnreachable { .. }
-                | GatewayError::UpstreamRedirect { .. }
-                | GatewayError::UpstreamInvalidResponse { .. } => Outcome::UpstreamError,
-                _ => Outcome::Rejected,
+            row.outcome = if row.attempts.is_empty() {
+                Outcome::Rejected
+            } else {
+                Outcome::UpstreamError
             };
             row.latency_ms = now_ms().saturating_sub(started);
             if let Ok(db) = db {
@@ -109,6 +117,53 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
             error_response(&e, Some(&request_id))
         }
     }
+}
+
+/// Reads `x-tollgate-config`, if sent: an inline route, allowed only for keys
+/// created with `allow_inline_config`, validated like a configured route (so
+/// it can only name configured providers — never a host or a key).
+fn inline_route(
+    req: &Request,
+    config: &GatewayConfig,
+    grant: &KeyGrant,
+) -> Result<Option<RouteConfig>, GatewayError> {
+    let Some(raw) = req.headers().get(INLINE_CONFIG_HEADER).ok().flatten() else {
+        return Ok(None);
+    };
+    if !grant.allow_inline_config {
+        return Err(GatewayError::Forbidden {
+            message: format!(
+                "This API key may not send {INLINE_CONFIG_HEADER}; an admin can allow it per key."
+            ),
+            code: "inline_config_not_allowed",
+        });
+    }
+    let bad = |why: String| GatewayError::InvalidRequest {
+        message: format!("Header {INLINE_CONFIG_HEADER} {why}"),
+        param: Some(INLINE_CONFIG_HEADER.to_owned()),
+        code: "invalid_inline_config",
+    };
+    if raw.len() > 8 * 1024 {
+        return Err(bad("is longer than 8 KB.".to_owned()));
+    }
+    let value: Value = serde_json::from_str(&raw).map_err(|e| bad(format!("is not JSON: {e}.")))?;
+    check_json_safety(&value, config.limits.max_json_depth)?;
+    let route: RouteConfig =
+        serde_json::from_value(value).map_err(|e| bad(format!("is not a route: {e}.")))?;
+    let errors = config.validate_route("route", &route);
+    if !errors.is_empty() {
+        return Err(bad(format!("is not valid: {}.", errors.join("; "))));
+    }
+    Ok(Some(route))
+}
+
+/// A uniform random number in [0, 1) from the platform CSPRNG.
+fn random_unit() -> f64 {
+    let bytes = random_bytes::<8>().unwrap_or([0; 8]);
+    // 53 random bits → exactly representable in f64.
+    #[expect(clippy::cast_precision_loss, reason = "53-bit integer, exact in f64")]
+    let v = (u64::from_le_bytes(bytes) >> 11) as f64;
+    v / (1u64 << 53) as f64
 }
 
 async fn proxy(
@@ -126,6 +181,7 @@ async fn proxy(
             .flatten()
             .as_deref(),
     )?;
+    let inline = inline_route(req, &config, grant)?;
     let raw = read_body_limited(req, config.limits.max_body_bytes).await?;
     let body = parse_json_object(&raw)?;
     check_json_safety(&Value::Object(body.clone()), config.limits.max_json_depth)?;
@@ -141,85 +197,334 @@ async fn proxy(
     };
     row.model_requested = Some(model.clone());
     row.stream = stream;
-    let target = resolve(&config, &model)?;
-    grant.check_model(&model, &target.provider, &target.qualified())?;
-    row.provider = Some(target.provider.clone());
-    row.model_used = Some(target.model.clone());
-    let plan = plan(&config, &target, endpoint, body, stream, |name| {
-        secret(env, name)
-    })?;
-    let started = row.created_at_ms;
-    let request_id = row.request_id.clone();
-    let headers = |content_type: &str| {
-        let h = Headers::new();
-        set_header(&h, "content-type", content_type);
-        set_header(&h, REQUEST_ID_HEADER, &request_id);
-        set_header(&h, "x-tollgate-provider", &target.provider);
-        set_header(&h, "x-tollgate-model", &target.model);
-        if content_type.starts_with("text/event-stream") {
-            set_header(&h, "cache-control", "no-cache");
-        }
-        h
+    let metadata: Option<Map<String, Value>> = row
+        .metadata
+        .as_deref()
+        .and_then(|m| serde_json::from_str(m).ok());
+    let facts = RequestFacts {
+        metadata: metadata.as_ref(),
+        body: &body,
     };
-    match plan {
-        Plan::Demo {
-            body,
-            model,
-            stream,
-            strip_usage_chunk,
-        } => {
-            let id = format!("chatcmpl-{}", row.request_id.trim_start_matches("req_"));
-            let created = started / 1000;
-            if stream {
-                let frames = demo::chat_stream_frames(&body, &model, &id, created);
-                let source: ByteSource = Box::pin(futures::stream::iter(
-                    frames.into_iter().map(|f| Ok(f.into_bytes())),
-                ));
-                return stream_answer(
-                    source,
-                    ChatStreamObserver::new(strip_usage_chunk, None),
-                    "demo",
-                    started,
-                    headers("text/event-stream"),
-                )
-                .await;
+    let mut random = random_unit;
+    let links: Vec<Link> = plan_links(&config, &model, inline.as_ref(), &facts, &mut random)?
+        .into_iter()
+        .filter(|l| grant.may_use(&model, &l.provider, &format!("{}/{}", l.provider, l.model)))
+        .collect();
+    if links.is_empty() {
+        return Err(GatewayError::Forbidden {
+            message: format!("This API key is not allowed to use the model '{model}'."),
+            code: "model_not_allowed",
+        });
+    }
+    walk(env, &config, &links, endpoint, &body, stream, row).await
+}
+
+/// Tries the links in the walker's order until one answers.
+async fn walk(
+    env: &Env,
+    config: &GatewayConfig,
+    links: &[Link],
+    endpoint: Endpoint,
+    body: &Map<String, Value>,
+    stream: bool,
+    row: &mut RequestRow,
+) -> Result<Answer, GatewayError> {
+    let started = row.created_at_ms;
+    let r = &config.resilience;
+    let mut walker = Walker::new(
+        links,
+        Budget {
+            deadline_at_ms: started.saturating_add(r.deadline_ms),
+            max_attempts: r.max_attempts,
+            backoff_base_ms: r.backoff_base_ms,
+            backoff_max_ms: r.backoff_max_ms,
+            retry_after_cap_ms: r.retry_after_cap_ms,
+        },
+    );
+    let mut last_error: Option<GatewayError> = None;
+    loop {
+        match walker.next(now_ms()) {
+            Step::Sleep { ms } => Delay::from(Duration::from_millis(ms)).await,
+            Step::GiveUp => {
+                let last = last_error.unwrap_or(GatewayError::Internal);
+                let summary = trace_summary(links, &walker);
+                return Err(if walker.trace().len() > 1 {
+                    GatewayError::AllLinksFailed {
+                        last: Box::new(last),
+                        summary,
+                    }
+                } else {
+                    last
+                });
             }
-            let value = match endpoint {
-                Endpoint::ChatCompletions => demo::chat_completion(&body, &model, &id, created),
-                Endpoint::Embeddings => demo::embeddings(&body, &model)?,
-            };
-            row.usage = usage_from_response(&value);
-            let bytes = serde_json::to_vec(&value).map_err(|_| GatewayError::Internal)?;
-            let resp = Response::from_bytes(bytes).map_err(|_| GatewayError::Internal)?;
-            with_timing(resp, headers("application/json"), started, None).map(Answer::Complete)
+            Step::Attempt {
+                link: index,
+                attempt,
+                ttfb_ms,
+                total_ms,
+            } => {
+                let Some(link) = links.get(index) else {
+                    return Err(GatewayError::Internal);
+                };
+                let target = Target {
+                    provider: link.provider.clone(),
+                    model: link.model.clone(),
+                };
+                let mut link_body = body.clone();
+                if let Some(params) = &link.params {
+                    for (k, v) in params {
+                        link_body.insert(k.clone(), v.clone());
+                    }
+                }
+                row.provider = Some(link.provider.clone());
+                row.model_used = Some(link.model.clone());
+                let planned = plan(config, &target, endpoint, link_body, stream, |name| {
+                    secret(env, name)
+                });
+                let planned = match planned {
+                    Ok(p) => p,
+                    Err(e @ GatewayError::ProviderNotConfigured { .. }) => {
+                        walker.skipped(&Failure::Skipped("no_api_key"));
+                        last_error = Some(e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let attempt_started = now_ms();
+                let result = match planned {
+                    Plan::Demo {
+                        body,
+                        model,
+                        stream,
+                        strip_usage_chunk,
+                    } => demo_answer(endpoint, body, &model, stream, strip_usage_chunk, row)
+                        .await
+                        .map_err(|e| (Failure::BadResponse, e)),
+                    Plan::Http(call) => {
+                        let limits = Timeouts {
+                            ttfb_ms,
+                            total_ms,
+                            idle_ms: link.idle_ms,
+                            max_body: config.limits.max_upstream_body_bytes,
+                        };
+                        http_attempt(call, &limits, started, row).await
+                    }
+                };
+                let latency_ms = now_ms().saturating_sub(attempt_started);
+                match result {
+                    Ok((answer, status)) => {
+                        row.attempts.push(AttemptRow {
+                            attempt,
+                            provider: link.provider.clone(),
+                            model: link.model.clone(),
+                            started_at_ms: attempt_started,
+                            latency_ms,
+                            status: Some(status),
+                            ok: true,
+                            failure: None,
+                        });
+                        walker.succeeded();
+                        let trace = trace_header(links, walker.trace());
+                        return Ok(with_route_headers(
+                            answer,
+                            link,
+                            &row.request_id,
+                            &trace,
+                            walker.attempts(),
+                        ));
+                    }
+                    Err((failure, error)) => {
+                        row.attempts.push(AttemptRow {
+                            attempt,
+                            provider: link.provider.clone(),
+                            model: link.model.clone(),
+                            started_at_ms: attempt_started,
+                            latency_ms,
+                            status: match failure {
+                                Failure::Status { status, .. } => Some(status),
+                                _ => None,
+                            },
+                            ok: false,
+                            failure: Some(failure.label()),
+                        });
+                        walker.failed(now_ms(), &failure, random_unit());
+                        last_error = Some(error);
+                    }
+                }
+            }
         }
-        Plan::Http(call) => http_answer(call, &config.limits, started, row, headers).await,
     }
 }
 
-async fn http_answer(
+/// `provider/model: result` for every link tried, for error messages.
+fn trace_summary(links: &[Link], walker: &Walker<'_>) -> String {
+    walker
+        .trace()
+        .iter()
+        .filter_map(|t| {
+            let l = links.get(t.link)?;
+            Some(format!("{}/{}: {}", l.provider, l.model, t.result))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn with_route_headers(
+    answer: Answer,
+    link: &Link,
+    request_id: &str,
+    trace: &str,
+    attempts: u32,
+) -> Answer {
+    let set = |resp: &Response| {
+        let h = resp.headers();
+        set_header(h, REQUEST_ID_HEADER, request_id);
+        set_header(h, "x-tollgate-provider", &link.provider);
+        set_header(h, "x-tollgate-model", &link.model);
+        set_header(h, "x-tollgate-trace", trace);
+        set_header(h, "x-tollgate-attempts", &attempts.to_string());
+    };
+    match answer {
+        Answer::Complete(resp) => {
+            set(&resp);
+            Answer::Complete(resp)
+        }
+        Answer::Streaming(resp, rx) => {
+            set(&resp);
+            Answer::Streaming(resp, rx)
+        }
+    }
+}
+
+fn content_headers(content_type: &str) -> Headers {
+    let h = Headers::new();
+    set_header(&h, "content-type", content_type);
+    if content_type.starts_with("text/event-stream") {
+        set_header(&h, "cache-control", "no-cache");
+    }
+    h
+}
+
+/// The built-in demo provider's answer.
+async fn demo_answer(
+    endpoint: Endpoint,
+    body: Map<String, Value>,
+    model: &str,
+    stream: bool,
+    strip_usage_chunk: bool,
+    row: &mut RequestRow,
+) -> Result<(Answer, u16), GatewayError> {
+    let started = row.created_at_ms;
+    let id = format!("chatcmpl-{}", row.request_id.trim_start_matches("req_"));
+    let created = started / 1000;
+    if stream {
+        let frames = demo::chat_stream_frames(&body, model, &id, created);
+        let source: ByteSource = Box::pin(futures::stream::iter(
+            frames.into_iter().map(|f| Ok(f.into_bytes())),
+        ));
+        let observer = ChatStreamObserver::new(strip_usage_chunk, None);
+        let first = upstream::first_output(source, observer, "demo").await?;
+        // The demo never waits between frames; any idle limit will do.
+        let answer = stream_answer(first, started, 60_000, None)?;
+        return Ok((answer, 200));
+    }
+    let value = match endpoint {
+        Endpoint::ChatCompletions => demo::chat_completion(&body, model, &id, created),
+        Endpoint::Embeddings => demo::embeddings(&body, model)?,
+    };
+    row.usage = usage_from_response(&value);
+    let bytes = serde_json::to_vec(&value).map_err(|_| GatewayError::Internal)?;
+    let resp = Response::from_bytes(bytes).map_err(|_| GatewayError::Internal)?;
+    let resp = with_timing(resp, content_headers("application/json"), started, None);
+    Ok((Answer::Complete(resp), 200))
+}
+
+struct Timeouts {
+    ttfb_ms: u64,
+    total_ms: u64,
+    idle_ms: u64,
+    max_body: u64,
+}
+
+/// Races `fut` against a timer; `None` when the timer wins.
+async fn within<T>(ms: u64, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    let timer = Delay::from(Duration::from_millis(ms));
+    futures::pin_mut!(fut);
+    futures::pin_mut!(timer);
+    match futures::future::select(fut, timer).await {
+        futures::future::Either::Left((v, _)) => Some(v),
+        futures::future::Either::Right(_) => None,
+    }
+}
+
+/// What the walker learns from a failed attempt's error.
+fn failure_of(e: &GatewayError) -> Failure {
+    match e {
+        GatewayError::UpstreamUnreachable { .. } => Failure::Unreachable,
+        GatewayError::UpstreamTimeout { kind, .. } if *kind == TimeoutKind::Total.as_str() => {
+            Failure::Timeout(TimeoutKind::Total)
+        }
+        GatewayError::UpstreamTimeout { .. } => Failure::Timeout(TimeoutKind::Ttfb),
+        _ => Failure::BadResponse,
+    }
+}
+
+/// One HTTP attempt: headers within the TTFB timeout (and, for streams, the
+/// first frame too — the commit point), a non-streamed body within the total
+/// timeout. A timeout aborts the fetch, so the provider sees the connection
+/// close.
+async fn http_attempt(
     call: HttpCall,
-    limits: &crate::config::Limits,
+    t: &Timeouts,
     started: u64,
     row: &mut RequestRow,
-    headers: impl Fn(&str) -> Headers,
-) -> Result<Answer, GatewayError> {
-    let upstream_started = now_ms();
-    let mut resp = upstream::send(&call).await?;
+) -> Result<(Answer, u16), (Failure, GatewayError)> {
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let attempt_started = now_ms();
+    let timeout = |kind: TimeoutKind| GatewayError::UpstreamTimeout {
+        provider: call.provider.clone(),
+        kind: kind.as_str(),
+    };
+    let Some(sent) = within(t.ttfb_ms, upstream::send(&call, &signal)).await else {
+        controller.abort();
+        return Err((
+            Failure::Timeout(TimeoutKind::Ttfb),
+            timeout(TimeoutKind::Ttfb),
+        ));
+    };
+    let mut resp = match sent {
+        Ok(r) => r,
+        Err(e) => return Err((failure_of(&e), e)),
+    };
     let status = resp.status_code();
     if !(200..300).contains(&status) {
-        let retry_after = retry_after_seconds(&resp);
+        let (retry_after, retry_after_ms) = retry_after(&resp);
         // Error bodies are small; read a bounded prefix for the message.
-        let body = upstream::read_limited(&mut resp, 64 * 1024, &call.provider)
-            .await
-            .unwrap_or_default();
-        return Err(map_upstream_error(
+        let body = within(
+            t.total_ms,
+            upstream::read_limited(&mut resp, 64 * 1024, &call.provider),
+        )
+        .await
+        .and_then(Result::ok)
+        .unwrap_or_default();
+        controller.abort();
+        let error = map_upstream_error(
             &call.provider,
             status,
             &body,
             retry_after.as_deref(),
             call.api_key.as_ref(),
-        ));
+        );
+        let failure = if (300..400).contains(&status) {
+            Failure::BadResponse
+        } else {
+            Failure::Status {
+                status,
+                retry_after_ms,
+            }
+        };
+        return Err((failure, error));
     }
     if call.stream {
         let content_type = resp
@@ -228,81 +533,123 @@ async fn http_answer(
             .ok()
             .flatten()
             .unwrap_or_default();
+        let invalid = || GatewayError::UpstreamInvalidResponse {
+            provider: call.provider.clone(),
+        };
         if !content_type.starts_with("text/event-stream") {
             console_error!(
                 "provider {} answered a stream request with '{content_type}'",
                 call.provider
             );
-            return Err(GatewayError::UpstreamInvalidResponse {
-                provider: call.provider.clone(),
-            });
+            controller.abort();
+            return Err((Failure::BadResponse, invalid()));
         }
-        let source: ByteSource =
-            Box::pin(
-                resp.stream()
-                    .map_err(|_| GatewayError::UpstreamInvalidResponse {
-                        provider: call.provider.clone(),
-                    })?,
-            );
-        return stream_answer(
-            source,
-            ChatStreamObserver::new(call.strip_usage_chunk, call.api_key.clone()),
-            &call.provider,
-            started,
-            headers("text/event-stream"),
+        let source: ByteSource = match resp.stream() {
+            Ok(s) => Box::pin(s),
+            Err(_) => return Err((Failure::BadResponse, invalid())),
+        };
+        let observer = ChatStreamObserver::new(call.strip_usage_chunk, call.api_key.clone());
+        let remaining = t
+            .ttfb_ms
+            .saturating_sub(now_ms().saturating_sub(attempt_started))
+            .max(1);
+        let first = match within(
+            remaining,
+            upstream::first_output(source, observer, &call.provider),
         )
-        .await;
+        .await
+        {
+            None => {
+                controller.abort();
+                return Err((
+                    Failure::Timeout(TimeoutKind::Ttfb),
+                    timeout(TimeoutKind::Ttfb),
+                ));
+            }
+            Some(Err(e)) => {
+                controller.abort();
+                return Err((failure_of(&e), e));
+            }
+            Some(Ok(first)) => first,
+        };
+        let answer = stream_answer(first, started, t.idle_ms, Some(controller))
+            .map_err(|e| (Failure::BadResponse, e))?;
+        return Ok((answer, status));
     }
-    let body =
-        upstream::read_limited(&mut resp, limits.max_upstream_body_bytes, &call.provider).await?;
-    let value: Value =
-        serde_json::from_slice(&body).map_err(|_| GatewayError::UpstreamInvalidResponse {
-            provider: call.provider.clone(),
-        })?;
+    let remaining = t
+        .total_ms
+        .saturating_sub(now_ms().saturating_sub(attempt_started))
+        .max(1);
+    let body = match within(
+        remaining,
+        upstream::read_limited(&mut resp, t.max_body, &call.provider),
+    )
+    .await
+    {
+        None => {
+            controller.abort();
+            return Err((
+                Failure::Timeout(TimeoutKind::Total),
+                timeout(TimeoutKind::Total),
+            ));
+        }
+        Some(Err(e)) => return Err((failure_of(&e), e)),
+        Some(Ok(b)) => b,
+    };
+    let value: Value = serde_json::from_slice(&body).map_err(|_| {
+        (
+            Failure::BadResponse,
+            GatewayError::UpstreamInvalidResponse {
+                provider: call.provider.clone(),
+            },
+        )
+    })?;
     row.usage = usage_from_response(&value);
     if let Some(m) = value.get("model").and_then(Value::as_str) {
         row.model_used = Some(m.to_owned());
     }
     // The provider's bytes, untouched.
-    let out = Response::from_bytes(body).map_err(|_| GatewayError::Internal)?;
-    with_timing(
+    let out =
+        Response::from_bytes(body).map_err(|_| (Failure::BadResponse, GatewayError::Internal))?;
+    let upstream_ms = now_ms().saturating_sub(attempt_started);
+    let resp = with_timing(
         out,
-        headers("application/json"),
+        content_headers("application/json"),
         started,
-        Some(now_ms().saturating_sub(upstream_started)),
-    )
-    .map(Answer::Complete)
+        Some(upstream_ms),
+    );
+    Ok((Answer::Complete(resp), status))
 }
 
-/// `Retry-After` as delta-seconds, from `retry-after` or (OpenAI, Azure)
-/// `retry-after-ms` rounded up.
-fn retry_after_seconds(resp: &Response) -> Option<String> {
+/// `Retry-After` as delta-seconds (from `retry-after`, or OpenAI's and
+/// Azure's `retry-after-ms` rounded up), and the wait in ms for the walker.
+fn retry_after(resp: &Response) -> (Option<String>, Option<u64>) {
     let h = resp.headers();
     if let Some(v) = h.get("retry-after").ok().flatten() {
-        return Some(v);
+        let ms = v.trim().parse::<u64>().ok().map(|s| s.saturating_mul(1000));
+        return (Some(v), ms);
     }
-    let ms: u64 = h
+    let Some(ms) = h
         .get("retry-after-ms")
         .ok()
-        .flatten()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(ms.div_ceil(1000).max(1).to_string())
+        .flatten()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    else {
+        return (None, None);
+    };
+    (Some(ms.div_ceil(1000).max(1).to_string()), Some(ms))
 }
 
-/// Commits to a streamed answer once the first bytes for the client exist.
-async fn stream_answer(
-    source: ByteSource,
-    observer: ChatStreamObserver,
-    provider: &str,
+/// Commits to a streamed answer: its first bytes for the client exist.
+fn stream_answer(
+    first: upstream::FirstOutput,
     started: u64,
-    headers: Headers,
+    idle_ms: u64,
+    abort: Option<AbortController>,
 ) -> Result<Answer, GatewayError> {
-    let first = upstream::first_output(source, observer, provider).await?;
-    let (stream, report) = ObservedStream::new(first, started);
+    let (stream, report) = ObservedStream::new(first, started, idle_ms, abort);
     let resp = Response::from_stream(stream).map_err(|_| GatewayError::Internal)?;
-    let resp = with_timing(resp, headers, started, None)?;
+    let resp = with_timing(resp, content_headers("text/event-stream"), started, None);
     Ok(Answer::Streaming(resp, report))
 }
 
@@ -312,12 +659,12 @@ fn with_timing(
     headers: Headers,
     started: u64,
     upstream_ms: Option<u64>,
-) -> Result<Response, GatewayError> {
+) -> Response {
     let total = now_ms().saturating_sub(started);
     let timing = match upstream_ms {
         Some(u) => format!("gateway;dur={}, upstream;dur={u}", total.saturating_sub(u)),
         None => format!("gateway;dur={total}"),
     };
     set_header(&headers, "server-timing", &timing);
-    Ok(resp.with_headers(headers))
+    resp.with_headers(headers)
 }
