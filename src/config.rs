@@ -54,6 +54,20 @@ pub struct Resilience {
     pub idle_ms: u64,
     /// Whole non-streamed response.
     pub total_ms: u64,
+    /// Consecutive health failures (5xx, 429, timeouts, connect errors) that
+    /// open a provider/model's circuit; 0 turns the breaker off.
+    pub circuit_failures: u32,
+    /// How long an open circuit skips its link before one probe is let through.
+    pub circuit_cooldown_ms: u64,
+}
+
+impl Resilience {
+    pub fn breaker_policy(&self) -> crate::breaker::BreakerPolicy {
+        crate::breaker::BreakerPolicy {
+            failures_to_open: self.circuit_failures,
+            cool_down_ms: self.circuit_cooldown_ms,
+        }
+    }
 }
 
 impl Default for Resilience {
@@ -71,6 +85,8 @@ impl Default for Resilience {
             ttfb_ms: 60_000,
             idle_ms: 60_000,
             total_ms: 300_000,
+            circuit_failures: 5,
+            circuit_cooldown_ms: 30_000,
         }
     }
 }
@@ -478,7 +494,7 @@ impl GatewayConfig {
 
 fn validate_resilience(r: &Resilience) -> Vec<String> {
     let mut errors = Vec::new();
-    let ranges: [(&str, u64, u64, u64); 8] = [
+    let ranges: [(&str, u64, u64, u64); 10] = [
         ("deadline_ms", r.deadline_ms, 100, 3_600_000),
         ("max_attempts", u64::from(r.max_attempts), 1, 20),
         ("retries", u64::from(r.retries), 0, 10),
@@ -487,6 +503,8 @@ fn validate_resilience(r: &Resilience) -> Vec<String> {
         ("retry_after_cap_ms", r.retry_after_cap_ms, 0, 3_600_000),
         ("ttfb_ms", r.ttfb_ms, 1, 3_600_000),
         ("idle_ms", r.idle_ms, 1, 3_600_000),
+        ("circuit_failures", u64::from(r.circuit_failures), 0, 1_000),
+        ("circuit_cooldown_ms", r.circuit_cooldown_ms, 1, 3_600_000),
     ];
     for (name, v, lo, hi) in ranges {
         if !(lo..=hi).contains(&v) {

@@ -6,6 +6,7 @@
 //! platform layer. See README.md for the request flow.
 
 pub mod bindings;
+pub mod breaker;
 pub mod config;
 pub mod error;
 pub mod keys;
@@ -20,6 +21,8 @@ pub mod sse;
 pub mod usage;
 pub mod walker;
 
+#[cfg(target_arch = "wasm32")]
+mod circuit_do;
 #[cfg(target_arch = "wasm32")]
 mod handlers;
 #[cfg(target_arch = "wasm32")]

@@ -4,6 +4,7 @@
 //! the request.
 
 pub mod admin;
+pub mod circuits;
 pub mod health;
 pub mod models;
 pub mod proxy;

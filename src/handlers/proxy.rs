@@ -9,9 +9,10 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use worker::{console_error, AbortController, Context, Delay, Env, Headers, Request, Response};
 
+use crate::breaker::Admission;
 use crate::config::{GatewayConfig, RouteConfig};
 use crate::error::GatewayError;
-use crate::handlers::{authenticate_key, config, database, secret};
+use crate::handlers::{authenticate_key, circuits, config, database, secret};
 use crate::http::{
     error_response, new_request_id, now_ms, random_bytes, read_body_limited, set_header,
     REQUEST_ID_HEADER,
@@ -66,6 +67,13 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
         attempts: Vec::new(),
     };
     let result = proxy(&mut req, &env, &grant, endpoint, &mut row).await;
+    // Share what the attempts taught about provider health, after the response.
+    if let Ok(config) = config(&env) {
+        let attempts = row.attempts.clone();
+        let env = env.clone();
+        let policy = config.resilience.breaker_policy();
+        ctx.wait_until(async move { circuits::sync(&env, &attempts, now_ms(), policy).await });
+    }
     let db = database(&env);
     match result {
         Ok(Answer::Complete(resp)) => {
@@ -276,6 +284,21 @@ async fn walk(
                         link_body.insert(k.clone(), v.clone());
                     }
                 }
+                let qualified = format!("{}/{}", link.provider, link.model);
+                if circuits::admit(&qualified, now_ms()) == Admission::Open {
+                    walker.skipped(&Failure::Skipped("circuit_open"));
+                    last_error.get_or_insert_with(|| GatewayError::Upstream {
+                        provider: link.provider.clone(),
+                        status: 503,
+                        message: format!(
+                            "Provider '{}' is failing for model '{}'; the gateway paused requests to it for a cool-down.",
+                            link.provider, link.model
+                        ),
+                        code: "circuit_open",
+                        retry_after: Some((config.resilience.circuit_cooldown_ms.div_ceil(1000)).to_string()),
+                    });
+                    continue;
+                }
                 row.provider = Some(link.provider.clone());
                 row.model_used = Some(link.model.clone());
                 let planned = plan(config, &target, endpoint, link_body, stream, |name| {
@@ -311,6 +334,11 @@ async fn walk(
                     }
                 };
                 let latency_ms = now_ms().saturating_sub(attempt_started);
+                let healthy = match &result {
+                    Ok(_) => true,
+                    Err((failure, _)) => !failure.is_retryable(),
+                };
+                circuits::record(&qualified, healthy, now_ms(), r.breaker_policy());
                 match result {
                     Ok((answer, status)) => {
                         row.attempts.push(AttemptRow {

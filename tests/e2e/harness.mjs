@@ -80,6 +80,9 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
     const kind = p.kind ?? name;
     gateway.providers[name] = { ...(gateway.providers[name] ?? {}), kind, base_url: mocks[name].url + (BASE_PATHS[kind] ?? '/v1') };
   }
+  // Suites that provoke upstream failures on purpose would otherwise open the
+  // circuit breaker for the next test; routing tests turn it back on.
+  gateway.resilience = { circuit_failures: 0, ...(gateway.resilience ?? {}) };
   if (editConfig) editConfig(gateway);
   const configPath = path.join(dir, 'wrangler.json');
   fs.writeFileSync(configPath, JSON.stringify(toml, null, 2));

@@ -1,0 +1,95 @@
+//! This isolate's view of the circuit breakers (see `breaker.rs`): updated at
+//! once from its own attempts, and synchronised with each link's
+//! `CircuitBreaker` Durable Object after the response, in `ctx.wait_until`,
+//! so a circuit opened anywhere closes the link everywhere within a request
+//! or two — without a Durable Object call on the request's path.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use serde_json::json;
+use worker::{console_error, Env, Method, Request, RequestInit};
+
+use crate::bindings::CIRCUITS;
+use crate::breaker::{Admission, BreakerPolicy, BreakerState};
+use crate::ledger::AttemptRow;
+
+#[derive(Default)]
+struct Entry {
+    state: BreakerState,
+    probe_in_flight: bool,
+}
+
+thread_local! {
+    static VIEW: RefCell<HashMap<String, Entry>> = RefCell::new(HashMap::new());
+}
+
+/// May a request use `qualified` now? A `Probe` answer reserves the one
+/// probe slot until the outcome is recorded.
+pub fn admit(qualified: &str, now_ms: u64) -> Admission {
+    VIEW.with(|v| {
+        let mut view = v.borrow_mut();
+        let entry = view.entry(qualified.to_owned()).or_default();
+        let a = entry.state.admission(now_ms, entry.probe_in_flight);
+        if a == Admission::Probe {
+            entry.probe_in_flight = true;
+        }
+        a
+    })
+}
+
+/// Whether an attempt says the provider is healthy: success, or a client-side
+/// 4xx (the provider answered; the request was the problem).
+pub fn attempt_is_healthy(a: &AttemptRow) -> bool {
+    a.ok || matches!(a.status, Some(s) if (400..500).contains(&s) && ![408, 409, 425, 429].contains(&s))
+}
+
+/// Records an attempt's outcome in this isolate's view.
+pub fn record(qualified: &str, healthy: bool, now_ms: u64, policy: BreakerPolicy) {
+    VIEW.with(|v| {
+        let mut view = v.borrow_mut();
+        let entry = view.entry(qualified.to_owned()).or_default();
+        entry.state.record(healthy, now_ms, policy);
+        entry.probe_in_flight = false;
+    });
+}
+
+/// Reports each attempt to its link's Durable Object and adopts the state it
+/// answers (the authority, which has heard from every isolate).
+pub async fn sync(env: &Env, attempts: &[AttemptRow], now_ms: u64, policy: BreakerPolicy) {
+    if policy.failures_to_open == 0 || attempts.is_empty() {
+        return;
+    }
+    let Ok(namespace) = env.durable_object(CIRCUITS) else {
+        // Without the binding circuits stay per isolate.
+        return;
+    };
+    for a in attempts {
+        let qualified = format!("{}/{}", a.provider, a.model);
+        let body = json!({
+            "healthy": attempt_is_healthy(a),
+            "now_ms": now_ms,
+            "failures_to_open": policy.failures_to_open,
+            "cool_down_ms": policy.cool_down_ms,
+        })
+        .to_string();
+        let result = async {
+            let stub = namespace.id_from_name(&qualified)?.get_stub()?;
+            let mut init = RequestInit::new();
+            init.with_method(Method::Post)
+                .with_body(Some(wasm_bindgen::JsValue::from_str(&body)));
+            let req = Request::new_with_init("https://circuit/report", &init)?;
+            let mut resp = stub.fetch_with_request(req).await?;
+            resp.json::<BreakerState>().await
+        }
+        .await;
+        match result {
+            Ok(state) => VIEW.with(|v| {
+                let mut view = v.borrow_mut();
+                let entry = view.entry(qualified).or_default();
+                entry.state = state;
+            }),
+            Err(e) => console_error!("circuit sync for {qualified} failed: {e}"),
+        }
+    }
+}
