@@ -431,6 +431,8 @@ mod tests {
         };
         assert!(!serde_json::to_string(&c).unwrap().contains("usage"));
         c.usage = Some(None);
-        assert!(serde_json::to_string(&c).unwrap().contains("\"usage\":null"));
+        assert!(serde_json::to_string(&c)
+            .unwrap()
+            .contains("\"usage\":null"));
     }
 }
