@@ -171,6 +171,9 @@ pub struct ProviderConfig {
     /// for other models of this provider are still forwarded.
     #[serde(default)]
     pub models: Vec<String>,
+    /// Azure OpenAI only: the `api-version` query parameter.
+    #[serde(default)]
+    pub api_version: Option<String>,
 }
 
 /// Request limits.
@@ -199,10 +202,21 @@ impl Default for Limits {
 /// is configured.
 pub const DEMO_KIND: &str = "demo";
 
+/// Providers with their own wire format (one module each in `providers/`).
+pub const ANTHROPIC_KIND: &str = "anthropic";
+pub const GEMINI_KIND: &str = "gemini";
+pub const AZURE_KIND: &str = "azure";
+/// Azure OpenAI `api-version` used when a provider sets none.
+pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
+
 /// What kind of implementation a provider resolves to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResolvedKind {
     Compat(&'static openai_compat::CompatRow),
+    /// Azure OpenAI: OpenAI's wire format at deployment URLs with `api-key`.
+    Azure,
+    Anthropic,
+    Gemini,
     Demo,
 }
 
@@ -212,11 +226,13 @@ impl ProviderConfig {
     }
 
     pub fn resolved_kind(&self, name: &str) -> Option<ResolvedKind> {
-        let kind = self.kind_name(name);
-        if kind == DEMO_KIND {
-            return Some(ResolvedKind::Demo);
+        match self.kind_name(name) {
+            DEMO_KIND => Some(ResolvedKind::Demo),
+            ANTHROPIC_KIND => Some(ResolvedKind::Anthropic),
+            GEMINI_KIND => Some(ResolvedKind::Gemini),
+            AZURE_KIND => Some(ResolvedKind::Azure),
+            kind => openai_compat::row(kind).map(ResolvedKind::Compat),
         }
-        openai_compat::row(kind).map(ResolvedKind::Compat)
     }
 
     /// The base URL requests go to, without a trailing slash.
@@ -224,19 +240,28 @@ impl ProviderConfig {
         match (self.resolved_kind(name)?, &self.base_url) {
             (_, Some(url)) => Some(url.trim_end_matches('/').to_owned()),
             (ResolvedKind::Compat(row), None) => Some(row.default_base_url.to_owned()),
-            (ResolvedKind::Demo, None) => None,
+            (ResolvedKind::Anthropic, None) => Some("https://api.anthropic.com/v1".to_owned()),
+            (ResolvedKind::Gemini, None) => {
+                Some(crate::providers::gemini::DEFAULT_BASE_URL.to_owned())
+            }
+            // Azure has no default: every resource has its own host.
+            (ResolvedKind::Azure | ResolvedKind::Demo, None) => None,
         }
     }
 
     pub fn secret_name(&self, name: &str) -> Option<String> {
-        match self.resolved_kind(name)? {
-            ResolvedKind::Demo => None,
-            ResolvedKind::Compat(row) => Some(
-                self.api_key_secret
-                    .clone()
-                    .unwrap_or_else(|| row.default_secret.to_owned()),
-            ),
-        }
+        let default = match self.resolved_kind(name)? {
+            ResolvedKind::Demo => return None,
+            ResolvedKind::Compat(row) => row.default_secret,
+            ResolvedKind::Anthropic => "ANTHROPIC_API_KEY",
+            ResolvedKind::Gemini => "GEMINI_API_KEY",
+            ResolvedKind::Azure => "AZURE_OPENAI_API_KEY",
+        };
+        Some(
+            self.api_key_secret
+                .clone()
+                .unwrap_or_else(|| default.to_owned()),
+        )
     }
 }
 
@@ -265,7 +290,7 @@ impl GatewayConfig {
             }
             let Some(kind) = p.resolved_kind(name) else {
                 errors.push(format!(
-                    "providers.{name}: unknown kind '{}' (known: {}, {DEMO_KIND})",
+                    "providers.{name}: unknown kind '{}' (known: {}, {ANTHROPIC_KIND}, {GEMINI_KIND}, {AZURE_KIND}, {DEMO_KIND})",
                     p.kind_name(name),
                     openai_compat::ROWS
                         .iter()
@@ -278,6 +303,22 @@ impl GatewayConfig {
             if let Some(url) = &p.base_url {
                 if let Err(e) = validate_base_url(url, kind) {
                     errors.push(format!("providers.{name}.base_url: {e}"));
+                }
+            }
+            if kind == ResolvedKind::Azure && p.base_url.is_none() {
+                errors.push(format!(
+                    "providers.{name}.base_url: Azure needs its resource URL, e.g. https://<resource>.openai.azure.com/openai"
+                ));
+            }
+            if let Some(v) = &p.api_version {
+                let ok = kind == ResolvedKind::Azure
+                    && !v.is_empty()
+                    && v.len() <= 32
+                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                if !ok {
+                    errors.push(format!(
+                        "providers.{name}.api_version: only azure takes one, like 2024-10-21"
+                    ));
                 }
             }
             if kind == ResolvedKind::Demo && (p.base_url.is_some() || p.api_key_secret.is_some()) {

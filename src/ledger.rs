@@ -98,6 +98,8 @@ pub struct RequestRow {
     pub outcome: Outcome,
     pub error_code: Option<String>,
     pub usage: Option<Usage>,
+    /// `usage` is the gateway's estimate, not the provider's count.
+    pub usage_estimated: bool,
     pub latency_ms: u64,
     /// Time to the first byte sent to the client, for streams.
     pub ttft_ms: Option<u64>,
@@ -154,7 +156,11 @@ impl RequestRow {
         let u = self.usage;
         // `provider` when the provider reported usage; `none` when it did not
         // (errors, truncated streams) so nobody mistakes a missing count for 0.
-        let usage_source = if u.is_some() { "provider" } else { "none" };
+        let usage_source = match (u, self.usage_estimated) {
+            (Some(_), false) => "provider",
+            (Some(_), true) => "estimated",
+            (None, _) => "none",
+        };
         vec![
             SqlValue::Text(self.request_id.clone()),
             Some(self.created_at_ms).into(),
@@ -205,6 +211,7 @@ mod tests {
                 cached_prompt_tokens: None,
                 reasoning_tokens: Some(1),
             }),
+            usage_estimated: false,
             latency_ms: 12,
             ttft_ms: Some(5),
             metadata: Some(r#"{"user":"u"}"#.into()),
@@ -264,6 +271,7 @@ mod tests {
             outcome: Outcome::UpstreamError,
             error_code: Some("upstream_unreachable".into()),
             usage: None,
+            usage_estimated: false,
             latency_ms: 1,
             ttft_ms: None,
             metadata: None,

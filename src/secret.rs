@@ -92,7 +92,7 @@ pub fn scrub_key_like(text: &str) -> String {
         if i > 0 {
             out.push(' ');
         }
-        let looks_like_key = ["sk-", "tg-", "sk_", "key-", "gsk_", "xai-"]
+        let looks_like_key = ["sk-", "tg-", "sk_", "key-", "gsk_", "xai-", "AIza"]
             .iter()
             .any(|p| word.trim_start_matches(['\'', '"', '(']).starts_with(p))
             && word.len() >= 8;

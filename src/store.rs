@@ -254,12 +254,31 @@ pub async fn get_request(
     db: &D1Database,
     id: &str,
 ) -> Result<Option<serde_json::Value>, GatewayError> {
-    db.prepare(format!(
-        "SELECT {REQUEST_COLUMNS} FROM requests WHERE request_id = ?1"
-    ))
-    .bind(&[JsValue::from_str(id)])
-    .map_err(|e| db_error("bind", &e))?
-    .first(None)
-    .await
-    .map_err(|e| db_error("get request", &e))
+    let row: Option<serde_json::Value> = db
+        .prepare(format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE request_id = ?1"
+        ))
+        .bind(&[JsValue::from_str(id)])
+        .map_err(|e| db_error("bind", &e))?
+        .first(None)
+        .await
+        .map_err(|e| db_error("get request", &e))?;
+    let Some(mut row) = row else {
+        return Ok(None);
+    };
+    let attempts: Vec<serde_json::Value> = db
+        .prepare(
+            "SELECT attempt, provider, model, started_at, latency_ms, status, outcome, failure \
+             FROM attempts WHERE request_id = ?1 ORDER BY attempt",
+        )
+        .bind(&[JsValue::from_str(id)])
+        .map_err(|e| db_error("bind", &e))?
+        .all()
+        .await
+        .and_then(|r| r.results())
+        .map_err(|e| db_error("get attempts", &e))?;
+    if let Some(o) = row.as_object_mut() {
+        o.insert("attempts".to_owned(), serde_json::Value::Array(attempts));
+    }
+    Ok(Some(row))
 }

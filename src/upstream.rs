@@ -19,7 +19,8 @@ use worker::{
 use crate::error::GatewayError;
 use crate::http::{now_ms, set_header};
 use crate::providers::HttpCall;
-use crate::usage::{truncation_error_frame, ChatStreamObserver, StreamEnd, StreamSummary};
+use crate::providers::StreamPipeline;
+use crate::usage::{truncation_error_frame, StreamEnd, StreamSummary};
 
 pub const USER_AGENT: &str = concat!("tollgate/", env!("CARGO_PKG_VERSION"));
 
@@ -38,13 +39,12 @@ pub async fn send(call: &HttpCall, signal: &AbortSignal) -> Result<Response, Gat
         },
     );
     set_header(&headers, "user-agent", USER_AGENT);
-    if let Some(key) = &call.api_key {
+    for (name, value) in &call.headers {
+        set_header(&headers, name, value);
+    }
+    if let Some(key) = &call.key {
         // The one place a provider key leaves the process: to its own provider.
-        set_header(
-            &headers,
-            "authorization",
-            &format!("Bearer {}", key.expose()),
-        );
+        set_header(&headers, key.name, &key.value());
     }
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
@@ -128,7 +128,7 @@ pub struct ObservedStream {
     idle_timer: Option<Pin<Box<Delay>>>,
     /// Bytes already taken from the source before the response was committed.
     prefix: Option<Vec<u8>>,
-    observer: Option<ChatStreamObserver>,
+    observer: Option<StreamPipeline>,
     report: Option<oneshot::Sender<StreamReport>>,
     started_at_ms: u64,
     ttft_ms: Option<u64>,
@@ -242,7 +242,7 @@ impl Stream for ObservedStream {
                     let Some(observer) = self.observer.as_mut() else {
                         return Poll::Ready(None);
                     };
-                    match observer.on_bytes(&bytes) {
+                    match observer.push(&bytes) {
                         Ok(out) if out.is_empty() => continue,
                         Ok(out) => {
                             if self.ttft_ms.is_none() {
@@ -262,12 +262,24 @@ impl Stream for ObservedStream {
                 }
                 Poll::Ready(None) => {
                     self.done = true;
+                    // What a translated stream still owes (e.g. Gemini's usage and `[DONE]`).
+                    let mut tail = match self.observer.as_mut().map(StreamPipeline::end) {
+                        Some(Ok(bytes)) => bytes,
+                        Some(Err(e)) => {
+                            console_error!("upstream stream ended with invalid SSE: {e}");
+                            Vec::new()
+                        }
+                        None => Vec::new(),
+                    };
                     if self.send_report(false, None) == Some(StreamEnd::Truncated) {
                         // Cut without `[DONE]`: tell the client instead of ending
                         // as if the answer were complete.
-                        return Poll::Ready(Some(Ok(truncation_error_frame().into_bytes())));
+                        tail.extend_from_slice(truncation_error_frame().as_bytes());
                     }
-                    return Poll::Ready(None);
+                    if tail.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(tail)));
                 }
             }
         }
@@ -277,7 +289,7 @@ impl Stream for ObservedStream {
 /// A stream whose first client-visible bytes have arrived: the commit point.
 pub struct FirstOutput {
     source: ByteSource,
-    observer: ChatStreamObserver,
+    observer: StreamPipeline,
     bytes: Vec<u8>,
 }
 
@@ -288,51 +300,63 @@ pub struct FirstOutput {
 /// error frame is an upstream error, not a 200.
 pub async fn first_output(
     mut source: ByteSource,
-    mut observer: ChatStreamObserver,
+    mut observer: StreamPipeline,
     provider: &str,
 ) -> Result<FirstOutput, GatewayError> {
     use futures::StreamExt;
     loop {
-        match source.next().await {
-            Some(Ok(bytes)) => {
-                let out = observer.on_bytes(&bytes).map_err(|e| {
-                    console_error!("provider {provider} sent invalid SSE: {e}");
-                    GatewayError::UpstreamInvalidResponse {
-                        provider: provider.to_owned(),
-                    }
-                })?;
-                if observer.saw_error_frame() {
-                    console_error!("provider {provider} opened its stream with an error frame");
-                    return Err(GatewayError::Upstream {
-                        provider: provider.to_owned(),
-                        status: 502,
-                        message: format!(
-                            "Provider '{provider}' returned an error at the start of its stream."
-                        ),
-                        code: "upstream_error",
-                        retry_after: None,
-                    });
-                }
-                if !out.is_empty() {
-                    return Ok(FirstOutput {
-                        source,
-                        observer,
-                        bytes: out,
-                    });
-                }
-            }
+        let next = source.next().await;
+        let ended = next.is_none();
+        let bytes = match next {
+            Some(Ok(bytes)) => Some(bytes),
+            // A stream that ended may still owe translated output (Gemini's
+            // last frame, usage and `[DONE]`).
+            None => None,
             Some(Err(e)) => {
                 console_error!("stream from provider {provider} broke before its first frame: {e}");
                 return Err(GatewayError::UpstreamUnreachable {
                     provider: provider.to_owned(),
                 });
             }
-            None => {
-                console_error!("stream from provider {provider} ended before its first frame");
-                return Err(GatewayError::UpstreamInvalidResponse {
-                    provider: provider.to_owned(),
-                });
+        };
+        let pushed = match &bytes {
+            Some(b) => observer.push(b),
+            None => observer.end(),
+        };
+        let out = pushed.map_err(|e| {
+            console_error!("provider {provider} sent invalid SSE: {e}");
+            GatewayError::UpstreamInvalidResponse {
+                provider: provider.to_owned(),
             }
+        })?;
+        if observer.saw_error_frame() {
+            console_error!("provider {provider} opened its stream with an error frame");
+            return Err(GatewayError::Upstream {
+                provider: provider.to_owned(),
+                status: 502,
+                message: format!(
+                    "Provider '{provider}' returned an error at the start of its stream."
+                ),
+                code: "upstream_error",
+                retry_after: None,
+            });
+        }
+        if !out.is_empty() {
+            if ended {
+                // Never poll a finished body again.
+                source = Box::pin(futures::stream::empty());
+            }
+            return Ok(FirstOutput {
+                source,
+                observer,
+                bytes: out,
+            });
+        }
+        if ended {
+            console_error!("stream from provider {provider} ended before its first frame");
+            return Err(GatewayError::UpstreamInvalidResponse {
+                provider: provider.to_owned(),
+            });
         }
     }
 }

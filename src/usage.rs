@@ -79,6 +79,9 @@ pub enum StreamEnd {
 pub struct StreamSummary {
     pub end: StreamEnd,
     pub usage: Option<Usage>,
+    /// Characters of content, reasoning and tool arguments the client was
+    /// sent: the basis of an estimate when the provider reported no usage.
+    pub delivered_chars: u64,
     pub finish_reason: Option<String>,
     pub model: Option<String>,
 }
@@ -94,6 +97,7 @@ pub struct ChatStreamObserver {
     model: Option<String>,
     saw_done: bool,
     saw_error_frame: bool,
+    delivered_chars: u64,
     /// The provider key, to scrub from error frames the provider sends.
     api_key: Option<Secret>,
 }
@@ -109,6 +113,7 @@ impl ChatStreamObserver {
             model: None,
             saw_done: false,
             saw_error_frame: false,
+            delivered_chars: 0,
         }
     }
 
@@ -154,6 +159,7 @@ impl ChatStreamObserver {
                 if let Some(r) = c.get("finish_reason").and_then(Value::as_str) {
                     self.finish_reason = Some(r.to_owned());
                 }
+                self.delivered_chars += delta_chars(c.get("delta"));
             }
         }
         let usage = usage_from_response(&chunk);
@@ -213,9 +219,38 @@ impl ChatStreamObserver {
         StreamSummary {
             end,
             usage: self.usage,
+            delivered_chars: self.delivered_chars,
             finish_reason: self.finish_reason,
             model: self.model,
         }
+    }
+}
+
+/// Characters of generated text in one chunk's delta.
+fn delta_chars(delta: Option<&Value>) -> u64 {
+    let Some(d) = delta else { return 0 };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map_or(0, |s| s.chars().count());
+    let mut n = text(d.get("content")) + text(d.get("reasoning_content"));
+    if let Some(calls) = d.get("tool_calls").and_then(Value::as_array) {
+        for c in calls {
+            n += text(c.get("function").and_then(|f| f.get("arguments")));
+        }
+    }
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// Usage for a stream whose provider reported none (cut, or a provider that
+/// does not report it): about four characters per token, rounded up — an
+/// estimate, stored as such, never a silent zero.
+pub fn estimate_usage(prompt_bytes: u64, delivered_chars: u64) -> Usage {
+    let prompt_tokens = prompt_bytes.div_ceil(4);
+    let completion_tokens = delivered_chars.div_ceil(4);
+    Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: prompt_tokens + completion_tokens,
+        cached_prompt_tokens: None,
+        reasoning_tokens: None,
     }
 }
 
@@ -332,6 +367,12 @@ mod tests {
         let s = obs.finish(false);
         assert_eq!(s.end, StreamEnd::Truncated);
         assert_eq!(s.usage, None);
+        assert_eq!(s.delivered_chars, 2, "the 'Hi' that reached the client");
+        let e = estimate_usage(401, s.delivered_chars);
+        assert_eq!(
+            (e.prompt_tokens, e.completion_tokens, e.total_tokens),
+            (101, 1, 102)
+        );
 
         let mut obs = ChatStreamObserver::new(true, None);
         obs.on_bytes(b"data: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\"}}\n\n")

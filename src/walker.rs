@@ -127,6 +127,8 @@ pub struct Walker<'a> {
     trace: Vec<TraceEntry>,
     /// Attempts spent on the link currently being tried.
     link_attempts: u32,
+    /// The current link's last failure, while a retry of it is pending.
+    pending_failure: Option<String>,
 }
 
 impl<'a> Walker<'a> {
@@ -141,6 +143,7 @@ impl<'a> Walker<'a> {
             done: links.is_empty(),
             trace: Vec::new(),
             link_attempts: 0,
+            pending_failure: None,
         }
     }
 
@@ -161,6 +164,14 @@ impl<'a> Walker<'a> {
         }
         let remaining = self.budget.deadline_at_ms.saturating_sub(now_ms);
         if remaining == 0 || self.attempts >= self.budget.max_attempts {
+            // A retry was pending: the trace still owes this link's line.
+            if let Some(result) = self.pending_failure.take() {
+                self.trace.push(TraceEntry {
+                    link: self.current,
+                    attempts: self.link_attempts,
+                    result,
+                });
+            }
             self.done = true;
             return Step::GiveUp;
         }
@@ -180,6 +191,7 @@ impl<'a> Walker<'a> {
 
     /// The attempt succeeded (the response is being committed).
     pub fn succeeded(&mut self) {
+        self.pending_failure = None;
         self.trace.push(TraceEntry {
             link: self.current,
             attempts: self.link_attempts,
@@ -241,6 +253,7 @@ impl<'a> Walker<'a> {
             };
             if let Some(wait) = wait.filter(|w| *w < remaining) {
                 self.retries_used += 1;
+                self.pending_failure = Some(failure.label());
                 if wait > 0 {
                     self.pending_sleep = Some(wait);
                 }
@@ -256,6 +269,7 @@ impl<'a> Walker<'a> {
     }
 
     fn advance(&mut self) {
+        self.pending_failure = None;
         self.current += 1;
         self.retries_used = 0;
         self.link_attempts = 0;
@@ -466,6 +480,11 @@ mod tests {
             }
         }
         assert_eq!(attempts, 3);
+        // The link being retried when the cap struck still gets its trace line.
+        assert_eq!(
+            trace_header(&links, w.trace()),
+            "a/m;attempts=3;result=status_500"
+        );
     }
 
     #[test]

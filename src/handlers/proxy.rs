@@ -19,14 +19,14 @@ use crate::http::{
 };
 use crate::keys::KeyGrant;
 use crate::ledger::{AttemptRow, Endpoint, Outcome, RequestRow};
-use crate::providers::{demo, map_upstream_error, plan, HttpCall, Plan};
+use crate::providers::{demo, map_error, plan, translate_response, HttpCall, Plan, StreamPipeline};
 use crate::request::{
     check_json_safety, parse_chat, parse_embeddings, parse_json_object, parse_metadata,
 };
 use crate::routing::{plan_links, Link, RequestFacts, Target};
 use crate::store;
 use crate::upstream::{self, ByteSource, ObservedStream, StreamReport};
-use crate::usage::{usage_from_response, ChatStreamObserver};
+use crate::usage::{estimate_usage, usage_from_response, ChatStreamObserver};
 use crate::walker::{trace_header, Budget, Failure, Step, TimeoutKind, Walker};
 
 /// Header carrying a per-request route (same schema as `[vars.GATEWAY.routes.*]`).
@@ -61,12 +61,22 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
         outcome: Outcome::Ok,
         error_code: None,
         usage: None,
+        usage_estimated: false,
         latency_ms: 0,
         ttft_ms: None,
         metadata: None,
         attempts: Vec::new(),
     };
-    let result = proxy(&mut req, &env, &grant, endpoint, &mut row).await;
+    let mut prompt_bytes = 0;
+    let result = proxy(
+        &mut req,
+        &env,
+        &grant,
+        endpoint,
+        &mut row,
+        &mut prompt_bytes,
+    )
+    .await;
     // Share what the attempts taught about provider health, after the response.
     if let Ok(config) = config(&env) {
         let attempts = row.attempts.clone();
@@ -91,6 +101,13 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
                     if let Ok(report) = report.await {
                         row.outcome = Outcome::from_stream_end(report.summary.end);
                         row.usage = report.summary.usage;
+                        if row.usage.is_none() {
+                            // The provider never reported usage (cut stream, or
+                            // none sent): record an honest estimate, flagged.
+                            row.usage =
+                                Some(estimate_usage(prompt_bytes, report.summary.delivered_chars));
+                            row.usage_estimated = true;
+                        }
                         row.ttft_ms = report.ttft_ms;
                         if let Some(m) = report.summary.model {
                             row.model_used = Some(m);
@@ -180,6 +197,7 @@ async fn proxy(
     grant: &KeyGrant,
     endpoint: Endpoint,
     row: &mut RequestRow,
+    prompt_bytes: &mut u64,
 ) -> Result<Answer, GatewayError> {
     let config = config(env)?;
     row.metadata = parse_metadata(
@@ -191,6 +209,7 @@ async fn proxy(
     )?;
     let inline = inline_route(req, &config, grant)?;
     let raw = read_body_limited(req, config.limits.max_body_bytes).await?;
+    *prompt_bytes = raw.len() as u64;
     let body = parse_json_object(&raw)?;
     check_json_safety(&Value::Object(body.clone()), config.limits.max_json_depth)?;
     let (model, stream, body) = match endpoint {
@@ -256,7 +275,7 @@ async fn walk(
             Step::GiveUp => {
                 let last = last_error.unwrap_or(GatewayError::Internal);
                 let summary = trace_summary(links, &walker);
-                return Err(if walker.trace().len() > 1 {
+                return Err(if walker.trace().len() > 1 || walker.attempts() > 1 {
                     GatewayError::AllLinksFailed {
                         last: Box::new(last),
                         summary,
@@ -330,7 +349,7 @@ async fn walk(
                             idle_ms: link.idle_ms,
                             max_body: config.limits.max_upstream_body_bytes,
                         };
-                        http_attempt(call, &limits, started, row).await
+                        http_attempt(call, endpoint, &limits, started, row).await
                     }
                 };
                 let latency_ms = now_ms().saturating_sub(attempt_started);
@@ -443,15 +462,16 @@ async fn demo_answer(
     row: &mut RequestRow,
 ) -> Result<(Answer, u16), GatewayError> {
     let started = row.created_at_ms;
-    let id = format!("chatcmpl-{}", row.request_id.trim_start_matches("req_"));
+    let id = completion_id(&row.request_id);
     let created = started / 1000;
     if stream {
         let frames = demo::chat_stream_frames(&body, model, &id, created);
         let source: ByteSource = Box::pin(futures::stream::iter(
             frames.into_iter().map(|f| Ok(f.into_bytes())),
         ));
-        let observer = ChatStreamObserver::new(strip_usage_chunk, None);
-        let first = upstream::first_output(source, observer, "demo").await?;
+        let pipeline =
+            StreamPipeline::passthrough(ChatStreamObserver::new(strip_usage_chunk, None));
+        let first = upstream::first_output(source, pipeline, "demo").await?;
         // The demo never waits between frames; any idle limit will do.
         let answer = stream_answer(first, started, 60_000, None)?;
         return Ok((answer, 200));
@@ -503,6 +523,7 @@ fn failure_of(e: &GatewayError) -> Failure {
 /// close.
 async fn http_attempt(
     call: HttpCall,
+    endpoint: Endpoint,
     t: &Timeouts,
     started: u64,
     row: &mut RequestRow,
@@ -537,13 +558,7 @@ async fn http_attempt(
         .and_then(Result::ok)
         .unwrap_or_default();
         controller.abort();
-        let error = map_upstream_error(
-            &call.provider,
-            status,
-            &body,
-            retry_after.as_deref(),
-            call.api_key.as_ref(),
-        );
+        let error = map_error(&call, status, &body, retry_after.as_deref());
         let failure = if (300..400).contains(&status) {
             Failure::BadResponse
         } else {
@@ -576,7 +591,8 @@ async fn http_attempt(
             Ok(s) => Box::pin(s),
             Err(_) => return Err((Failure::BadResponse, invalid())),
         };
-        let observer = ChatStreamObserver::new(call.strip_usage_chunk, call.api_key.clone());
+        let observer =
+            StreamPipeline::for_call(&call, &completion_id(&row.request_id), started / 1000);
         let remaining = t
             .ttfb_ms
             .saturating_sub(now_ms().saturating_sub(attempt_started))
@@ -624,19 +640,18 @@ async fn http_attempt(
         Some(Err(e)) => return Err((failure_of(&e), e)),
         Some(Ok(b)) => b,
     };
-    let value: Value = serde_json::from_slice(&body).map_err(|_| {
-        (
-            Failure::BadResponse,
-            GatewayError::UpstreamInvalidResponse {
-                provider: call.provider.clone(),
-            },
-        )
-    })?;
+    let (body, value) = translate_response(
+        &call,
+        endpoint,
+        body,
+        &completion_id(&row.request_id),
+        started / 1000,
+    )
+    .map_err(|e| (Failure::BadResponse, e))?;
     row.usage = usage_from_response(&value);
     if let Some(m) = value.get("model").and_then(Value::as_str) {
         row.model_used = Some(m.to_owned());
     }
-    // The provider's bytes, untouched.
     let out =
         Response::from_bytes(body).map_err(|_| (Failure::BadResponse, GatewayError::Internal))?;
     let upstream_ms = now_ms().saturating_sub(attempt_started);
@@ -647,6 +662,11 @@ async fn http_attempt(
         Some(upstream_ms),
     );
     Ok((Answer::Complete(resp), status))
+}
+
+/// The `chatcmpl-…` id the gateway gives answers it builds itself.
+fn completion_id(request_id: &str) -> String {
+    format!("chatcmpl-{}", request_id.trim_start_matches("req_"))
 }
 
 /// `Retry-After` as delta-seconds (from `retry-after`, or OpenAI's and

@@ -1,5 +1,6 @@
 //! Providers: turning a validated request and a resolved target into an
-//! upstream call, and an upstream error into what the client sees.
+//! upstream call, the provider's answer into OpenAI's shape (JSON or SSE), and
+//! an upstream error into what the client sees.
 //!
 //! Pure: the platform layer supplies secrets through a lookup function and
 //! performs the call.
@@ -11,24 +12,66 @@ pub mod openai_compat;
 
 use serde_json::{Map, Value};
 
-use crate::config::{GatewayConfig, ResolvedKind};
+use crate::config::{GatewayConfig, ResolvedKind, AZURE_DEFAULT_API_VERSION};
 use crate::error::GatewayError;
 use crate::ledger::Endpoint;
+use crate::openai::{ChatChunk, ChatRequest};
 use crate::routing::Target;
 use crate::secret::{scrub, scrub_key_like, Secret};
+use crate::sse::{SseDecoder, SseError, DEFAULT_MAX_LINE_BYTES, DONE_FRAME};
+use crate::usage::{ChatStreamObserver, StreamSummary};
 
-/// An HTTP call to an OpenAI-compatible provider.
+/// Which wire format the provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+/// How the provider key is presented.
+#[derive(Debug)]
+pub struct KeyHeader {
+    pub name: &'static str,
+    /// `Some("Bearer")` → `name: Bearer <key>`; `None` → `name: <key>`.
+    pub scheme: Option<&'static str>,
+    pub key: Secret,
+}
+
+impl KeyHeader {
+    pub fn value(&self) -> String {
+        match self.scheme {
+            Some(scheme) => format!("{scheme} {}", self.key.expose()),
+            None => self.key.expose().to_owned(),
+        }
+    }
+}
+
+/// An HTTP call to a provider.
 #[derive(Debug)]
 pub struct HttpCall {
     pub provider: String,
+    pub wire: Wire,
     pub url: String,
-    /// Sent as `Authorization: Bearer …` to `url` only.
-    pub api_key: Option<Secret>,
+    /// The model id sent upstream (for translated answers).
+    pub model: String,
+    /// Sent to `url` only.
+    pub key: Option<KeyHeader>,
+    /// Other headers the provider requires (e.g. `anthropic-version`).
+    pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
     pub stream: bool,
     /// Drop the usage-only chunk before the client sees it (the gateway asked
     /// for usage, the client did not).
     pub strip_usage_chunk: bool,
+    /// Embeddings: the client asked for base64 (translated providers).
+    pub base64_embeddings: bool,
+}
+
+impl HttpCall {
+    pub fn api_key(&self) -> Option<&Secret> {
+        self.key.as_ref().map(|k| &k.key)
+    }
 }
 
 /// How a request will be answered.
@@ -42,6 +85,32 @@ pub enum Plan {
         stream: bool,
         strip_usage_chunk: bool,
     },
+}
+
+fn client_wants_usage(body: &Map<String, Value>) -> bool {
+    body.get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+/// A model id used as one URL path segment (Azure deployments, Gemini
+/// models): a client-controlled string must not be able to change the path.
+fn path_segment(model: &str) -> Result<&str, GatewayError> {
+    let ok = !model.is_empty()
+        && model != "."
+        && model != ".."
+        && model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    if ok {
+        Ok(model)
+    } else {
+        Err(GatewayError::invalid_param(
+            "model",
+            format!("'{model}' is not a valid model or deployment name for this provider."),
+        ))
+    }
 }
 
 /// Plans a call for `endpoint`. `secret` looks up a Worker secret by name.
@@ -64,59 +133,356 @@ pub fn plan(
         // Config validation makes this unreachable; fail closed anyway.
         return Err(GatewayError::Misconfigured);
     };
-    match kind {
-        ResolvedKind::Demo => {
-            let client_wants_usage = body
-                .get("stream_options")
-                .and_then(|o| o.get("include_usage"))
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            Ok(Plan::Demo {
-                body,
-                model: target.model.clone(),
-                stream,
-                strip_usage_chunk: !client_wants_usage,
-            })
+    if kind == ResolvedKind::Demo {
+        return Ok(Plan::Demo {
+            strip_usage_chunk: !client_wants_usage(&body),
+            body,
+            model: target.model.clone(),
+            stream,
+        });
+    }
+    let key_optional = matches!(kind, ResolvedKind::Compat(row) if row.auth == openai_compat::Auth::OptionalBearer);
+    let key = match provider_config.secret_name(&target.provider) {
+        Some(name) => {
+            let key = secret(&name).filter(|s| !s.is_empty());
+            if key.is_none() && !key_optional {
+                return Err(GatewayError::ProviderNotConfigured {
+                    provider: target.provider.clone(),
+                    secret_name: name,
+                });
+            }
+            key
         }
+        None => None,
+    };
+    let base = provider_config
+        .base_url(&target.provider)
+        .ok_or(GatewayError::Misconfigured)?;
+    let wants_usage = client_wants_usage(&body);
+    let base64 = body.get("encoding_format").and_then(Value::as_str) == Some("base64");
+    let mut headers = Vec::new();
+    let (wire, url, key, json) = match kind {
+        ResolvedKind::Demo => return Err(GatewayError::Internal),
         ResolvedKind::Compat(row) => {
-            let api_key = match provider_config.secret_name(&target.provider) {
-                Some(name) => {
-                    let key = secret(&name).filter(|s| !s.is_empty());
-                    if key.is_none() && row.auth == openai_compat::Auth::Bearer {
-                        return Err(GatewayError::ProviderNotConfigured {
-                            provider: target.provider.clone(),
-                            secret_name: name,
-                        });
-                    }
-                    key
-                }
-                None => None,
-            };
-            let base = provider_config
-                .base_url(&target.provider)
-                .ok_or(GatewayError::Misconfigured)?;
-            let (path, strip_usage_chunk) = match endpoint {
+            let path = match endpoint {
                 Endpoint::ChatCompletions => {
-                    let wants =
-                        openai_compat::prepare_chat_body(row, &mut body, &target.model, stream);
-                    ("/chat/completions", stream && !wants)
+                    openai_compat::prepare_chat_body(row, &mut body, &target.model, stream);
+                    "/chat/completions"
                 }
                 Endpoint::Embeddings => {
                     body.insert("model".to_owned(), Value::String(target.model.clone()));
-                    ("/embeddings", false)
+                    "/embeddings"
                 }
             };
-            let body =
-                serde_json::to_vec(&Value::Object(body)).map_err(|_| GatewayError::Internal)?;
-            Ok(Plan::Http(HttpCall {
-                provider: target.provider.clone(),
-                url: format!("{base}{path}"),
-                api_key,
-                body,
-                stream,
-                strip_usage_chunk,
-            }))
+            let key = key.map(|key| KeyHeader {
+                name: "authorization",
+                scheme: Some("Bearer"),
+                key,
+            });
+            (
+                Wire::OpenAi,
+                format!("{base}{path}"),
+                key,
+                Value::Object(body),
+            )
         }
+        ResolvedKind::Azure => {
+            // https://learn.microsoft.com/azure/ai-services/openai/reference —
+            // the deployment is in the path, the model field is ignored.
+            let deployment = path_segment(&target.model)?;
+            let version = provider_config
+                .api_version
+                .as_deref()
+                .unwrap_or(AZURE_DEFAULT_API_VERSION);
+            let path = match endpoint {
+                Endpoint::ChatCompletions => {
+                    let row = openai_compat::row("openai").ok_or(GatewayError::Internal)?;
+                    openai_compat::prepare_chat_body(row, &mut body, &target.model, stream);
+                    "chat/completions"
+                }
+                Endpoint::Embeddings => "embeddings",
+            };
+            let key = key.map(|key| KeyHeader {
+                name: "api-key",
+                scheme: None,
+                key,
+            });
+            let url = format!("{base}/deployments/{deployment}/{path}?api-version={version}");
+            (Wire::OpenAi, url, key, Value::Object(body))
+        }
+        ResolvedKind::Anthropic => {
+            if endpoint == Endpoint::Embeddings {
+                return Err(GatewayError::invalid_param(
+                    "model",
+                    format!(
+                        "Provider '{}' (Anthropic) has no embeddings API.",
+                        target.provider
+                    ),
+                ));
+            }
+            let req = ChatRequest::from_body(&body)?;
+            let json = anthropic::to_wire(&req, &target.model, stream)?;
+            headers.push(("anthropic-version", anthropic::API_VERSION.to_owned()));
+            let key = key.map(|key| KeyHeader {
+                name: "x-api-key",
+                scheme: None,
+                key,
+            });
+            (Wire::Anthropic, anthropic::endpoint(&base), key, json)
+        }
+        ResolvedKind::Gemini => {
+            let model = path_segment(&target.model)?;
+            let (url, json) = match endpoint {
+                Endpoint::ChatCompletions => {
+                    let req = ChatRequest::from_body(&body)?;
+                    (
+                        gemini::endpoint(&base, model, stream)?,
+                        gemini::to_wire(&req, stream)?,
+                    )
+                }
+                Endpoint::Embeddings => (
+                    gemini::embeddings_endpoint(&base, model)?,
+                    gemini::embeddings_to_wire(&body, model)?,
+                ),
+            };
+            let key = key.map(|key| KeyHeader {
+                name: gemini::AUTH_HEADER,
+                scheme: None,
+                key,
+            });
+            (Wire::Gemini, url, key, json)
+        }
+    };
+    let strip_usage_chunk = match wire {
+        // Translators always emit a usage chunk; OpenAI-format providers are
+        // asked for one (see `prepare_chat_body`).
+        _ if !stream => false,
+        _ => !wants_usage,
+    };
+    let body = serde_json::to_vec(&json).map_err(|_| GatewayError::Internal)?;
+    Ok(Plan::Http(HttpCall {
+        provider: target.provider.clone(),
+        wire,
+        url,
+        model: target.model.clone(),
+        key,
+        headers,
+        body,
+        stream,
+        strip_usage_chunk,
+        base64_embeddings: base64,
+    }))
+}
+
+/// Maps a provider's error answer for any wire, then scrubs the provider key
+/// from the message (translators mask key-shaped text; this removes the
+/// exact key and every 8-byte window of it too).
+pub fn map_error(
+    call: &HttpCall,
+    status: u16,
+    body: &[u8],
+    retry_after: Option<&str>,
+) -> GatewayError {
+    let key = call.api_key();
+    let e = match call.wire {
+        Wire::OpenAi => return map_upstream_error(&call.provider, status, body, retry_after, key),
+        Wire::Anthropic => anthropic::map_error(&call.provider, status, body, retry_after),
+        Wire::Gemini => gemini::map_error(&call.provider, status, body, retry_after),
+    };
+    match (e, key) {
+        (
+            GatewayError::Upstream {
+                provider,
+                status,
+                message,
+                code,
+                retry_after,
+            },
+            Some(k),
+        ) => GatewayError::Upstream {
+            provider,
+            status,
+            message: scrub(&message, k),
+            code,
+            retry_after,
+        },
+        (e, _) => e,
+    }
+}
+
+/// A complete 2xx answer in OpenAI's JSON shape: OpenAI-format bodies as
+/// they came, translated ones rebuilt.
+pub fn translate_response(
+    call: &HttpCall,
+    endpoint: Endpoint,
+    body: Vec<u8>,
+    id: &str,
+    created: u64,
+) -> Result<(Vec<u8>, Value), GatewayError> {
+    let invalid = || GatewayError::UpstreamInvalidResponse {
+        provider: call.provider.clone(),
+    };
+    let value: Value = match (call.wire, endpoint) {
+        (Wire::OpenAi, _) => {
+            let v: Value = serde_json::from_slice(&body).map_err(|_| invalid())?;
+            // The provider's bytes, untouched.
+            return Ok((body, v));
+        }
+        (Wire::Anthropic, _) => serde_json::to_value(anthropic::from_wire(&body, id, created)?)
+            .map_err(|_| invalid())?,
+        (Wire::Gemini, Endpoint::ChatCompletions) => {
+            serde_json::to_value(gemini::from_wire(&body, id, created, &call.model)?)
+                .map_err(|_| invalid())?
+        }
+        (Wire::Gemini, Endpoint::Embeddings) => {
+            gemini::embeddings_from_wire(&body, &call.model, call.base64_embeddings)?
+        }
+    };
+    let bytes = serde_json::to_vec(&value).map_err(|_| GatewayError::Internal)?;
+    Ok((bytes, value))
+}
+
+/// Provider SSE → OpenAI SSE, for providers with their own stream format.
+enum Transcoder {
+    Anthropic {
+        decoder: SseDecoder,
+        state: anthropic::StreamState,
+        done_sent: bool,
+    },
+    Gemini {
+        decoder: SseDecoder,
+        state: gemini::StreamState,
+    },
+}
+
+fn encode_chunks(chunks: &[ChatChunk], out: &mut Vec<u8>) {
+    for c in chunks {
+        if let Ok(json) = serde_json::to_string(c) {
+            out.extend_from_slice(crate::sse::encode_data(&json).as_bytes());
+        }
+    }
+}
+
+fn encode_error(e: &GatewayError, out: &mut Vec<u8>) {
+    out.extend_from_slice(crate::sse::encode_data(&e.to_body().to_string()).as_bytes());
+}
+
+impl Transcoder {
+    fn push(&mut self, bytes: &[u8]) -> Result<Vec<u8>, SseError> {
+        let mut out = Vec::new();
+        match self {
+            Self::Anthropic {
+                decoder,
+                state,
+                done_sent,
+            } => {
+                for frame in decoder.push(bytes)? {
+                    match state.on_frame(&frame) {
+                        Ok(chunks) => encode_chunks(&chunks, &mut out),
+                        Err(e) => encode_error(&e, &mut out),
+                    }
+                    if state.finished() && !*done_sent {
+                        *done_sent = true;
+                        out.extend_from_slice(DONE_FRAME.as_bytes());
+                    }
+                }
+            }
+            Self::Gemini { decoder, state } => {
+                for frame in decoder.push(bytes)? {
+                    match state.on_frame(&frame) {
+                        Ok(chunks) => encode_chunks(&chunks, &mut out),
+                        Err(e) => encode_error(&e, &mut out),
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// At the end of the upstream body: what is still owed to the client.
+    fn end(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Self::Gemini { state, .. } = self {
+            // Gemini has no terminator: a stream that finished properly gets
+            // OpenAI's `[DONE]`; one that did not is left without it, which
+            // the observer reports as truncated.
+            let (chunks, proper) = state.finish();
+            encode_chunks(&chunks, &mut out);
+            if proper {
+                out.extend_from_slice(DONE_FRAME.as_bytes());
+            }
+        }
+        out
+    }
+}
+
+/// Everything between the provider's stream bytes and the client's: the
+/// wire translation (if any), then the OpenAI-format observer (usage, end,
+/// error-frame scrubbing).
+pub struct StreamPipeline {
+    transcoder: Option<Transcoder>,
+    observer: ChatStreamObserver,
+}
+
+impl StreamPipeline {
+    /// For the demo provider and OpenAI-format streams.
+    pub fn passthrough(observer: ChatStreamObserver) -> Self {
+        Self {
+            transcoder: None,
+            observer,
+        }
+    }
+
+    pub fn for_call(call: &HttpCall, id: &str, created: u64) -> Self {
+        let observer = ChatStreamObserver::new(call.strip_usage_chunk, call.api_key().cloned());
+        let decoder = || SseDecoder::new(DEFAULT_MAX_LINE_BYTES);
+        let transcoder = match call.wire {
+            Wire::OpenAi => None,
+            Wire::Anthropic => Some(Transcoder::Anthropic {
+                decoder: decoder(),
+                state: anthropic::StreamState::new(id.to_owned(), created, call.model.clone())
+                    .with_provider(&call.provider),
+                done_sent: false,
+            }),
+            Wire::Gemini => Some(Transcoder::Gemini {
+                decoder: decoder(),
+                state: gemini::StreamState::new(id.to_owned(), created, call.model.clone()),
+            }),
+        };
+        Self {
+            transcoder,
+            observer,
+        }
+    }
+
+    /// Upstream bytes in; bytes for the client out (whole frames only).
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<u8>, SseError> {
+        match &mut self.transcoder {
+            None => self.observer.on_bytes(bytes),
+            Some(t) => {
+                let openai = t.push(bytes)?;
+                self.observer.on_bytes(&openai)
+            }
+        }
+    }
+
+    /// The upstream body ended: anything still owed to the client.
+    pub fn end(&mut self) -> Result<Vec<u8>, SseError> {
+        match &mut self.transcoder {
+            None => Ok(Vec::new()),
+            Some(t) => {
+                let openai = t.end();
+                self.observer.on_bytes(&openai)
+            }
+        }
+    }
+
+    pub fn saw_error_frame(&self) -> bool {
+        self.observer.saw_error_frame()
+    }
+
+    pub fn finish(self, client_aborted: bool) -> StreamSummary {
+        self.observer.finish(client_aborted)
     }
 }
 
@@ -254,7 +620,11 @@ mod tests {
             panic!("expected http");
         };
         assert_eq!(call.url, "http://127.0.0.1:9/v1/chat/completions");
-        assert_eq!(call.api_key.as_ref().unwrap().expose(), "sk-openai-canary");
+        assert_eq!(call.api_key().unwrap().expose(), "sk-openai-canary");
+        assert_eq!(
+            call.key.as_ref().unwrap().value(),
+            "Bearer sk-openai-canary"
+        );
         assert!(call.strip_usage_chunk);
         let sent: Value = serde_json::from_slice(&call.body).unwrap();
         assert_eq!(sent["model"], "gpt-4o");
@@ -287,8 +657,201 @@ mod tests {
         .unwrap() else {
             panic!()
         };
-        assert!(call.api_key.is_none());
+        assert!(call.api_key().is_none());
         assert_eq!(call.url, "http://127.0.0.1:11434/v1/embeddings");
+    }
+
+    fn provider_config() -> GatewayConfig {
+        GatewayConfig::from_json(json!({
+            "providers": {
+                "claude": {"kind": "anthropic", "base_url": "http://127.0.0.1:9/v1"},
+                "google": {"kind": "gemini"},
+                "az": {"kind": "azure", "base_url": "https://res.openai.azure.com/openai", "api_version": "2024-06-01"}
+            }
+        }))
+        .unwrap()
+    }
+
+    fn all_keys(name: &str) -> Option<Secret> {
+        Some(Secret::new(format!("key-for-{name}")))
+    }
+
+    fn chat_body(stream: bool) -> Map<String, Value> {
+        json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+            .as_object()
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn each_wire_gets_its_url_and_key_header() {
+        let c = provider_config();
+        let cases = [
+            ("claude", "claude-sonnet-4-5", Wire::Anthropic, "http://127.0.0.1:9/v1/messages", "x-api-key", "key-for-ANTHROPIC_API_KEY"),
+            ("google", "gemini-2.5-flash", Wire::Gemini, "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", "x-goog-api-key", "key-for-GEMINI_API_KEY"),
+            ("az", "my-gpt4o", Wire::OpenAi, "https://res.openai.azure.com/openai/deployments/my-gpt4o/chat/completions?api-version=2024-06-01", "api-key", "key-for-AZURE_OPENAI_API_KEY"),
+        ];
+        for (provider, model, wire, url, header, value) in cases {
+            let Plan::Http(call) = plan(
+                &c,
+                &target(provider, model),
+                Endpoint::ChatCompletions,
+                chat_body(true),
+                true,
+                all_keys,
+            )
+            .unwrap() else {
+                panic!()
+            };
+            assert_eq!(call.wire, wire, "{provider}");
+            assert_eq!(call.url, url);
+            let key = call.key.as_ref().unwrap();
+            assert_eq!((key.name, key.value().as_str()), (header, value));
+            assert!(call.strip_usage_chunk);
+        }
+        let Plan::Http(call) = plan(
+            &c,
+            &target("claude", "claude-sonnet-4-5"),
+            Endpoint::ChatCompletions,
+            chat_body(false),
+            false,
+            all_keys,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            call.headers,
+            vec![("anthropic-version", anthropic::API_VERSION.to_owned())]
+        );
+        let sent: Value = serde_json::from_slice(&call.body).unwrap();
+        assert_eq!(sent["model"], "claude-sonnet-4-5");
+    }
+
+    #[test]
+    fn path_models_cannot_escape_their_segment() {
+        let c = provider_config();
+        for bad in ["../x", "a/b", "m?x=1", "m#f", ".."] {
+            for p in ["google", "az"] {
+                let e = plan(
+                    &c,
+                    &target(p, bad),
+                    Endpoint::ChatCompletions,
+                    chat_body(false),
+                    false,
+                    all_keys,
+                )
+                .unwrap_err();
+                assert_eq!(e.status(), 400, "{p} {bad}");
+            }
+        }
+        let e = plan(
+            &c,
+            &target("claude", "x"),
+            Endpoint::Embeddings,
+            Map::new(),
+            false,
+            all_keys,
+        )
+        .unwrap_err();
+        assert!(e.message().contains("no embeddings"));
+    }
+
+    fn pipeline_text(call_wire: Wire, sse: &str, piece: usize) -> (String, StreamSummary) {
+        let call = HttpCall {
+            provider: "p".into(),
+            wire: call_wire,
+            url: String::new(),
+            model: "m".into(),
+            key: None,
+            headers: vec![],
+            body: vec![],
+            stream: true,
+            strip_usage_chunk: false,
+            base64_embeddings: false,
+        };
+        let mut p = StreamPipeline::for_call(&call, "chatcmpl-1", 1);
+        let mut out = Vec::new();
+        for chunk in sse.as_bytes().chunks(piece) {
+            out.extend(p.push(chunk).unwrap());
+        }
+        out.extend(p.end().unwrap());
+        (String::from_utf8(out).unwrap(), p.finish(false))
+    }
+
+    fn content_of(openai_sse: &str) -> String {
+        let mut text = String::new();
+        for line in openai_sse.lines() {
+            if let Some(v) = line
+                .strip_prefix("data: ")
+                .and_then(|d| serde_json::from_str::<Value>(d).ok())
+            {
+                if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
+                    text.push_str(c);
+                }
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn anthropic_stream_becomes_an_openai_stream_ending_in_done() {
+        let sse = include_str!("../../tests/fixtures/anthropic/stream.text.sse");
+        for piece in [1, 7, 4096] {
+            let (out, summary) = pipeline_text(Wire::Anthropic, sse, piece);
+            assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+            assert!(!content_of(&out).is_empty());
+            assert_eq!(summary.end, crate::usage::StreamEnd::Completed);
+            assert!(summary.usage.is_some());
+        }
+    }
+
+    #[test]
+    fn gemini_stream_gets_done_only_when_finished() {
+        let (out, summary) = pipeline_text(
+            Wire::Gemini,
+            include_str!("../../tests/fixtures/gemini/stream.text.sse"),
+            5,
+        );
+        assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+        assert!(!content_of(&out).is_empty());
+        assert_eq!(summary.end, crate::usage::StreamEnd::Completed);
+        assert!(summary.usage.unwrap().total_tokens > 0);
+        let (out, summary) = pipeline_text(
+            Wire::Gemini,
+            include_str!("../../tests/fixtures/gemini/stream.truncated.sse"),
+            5,
+        );
+        assert!(!out.contains("[DONE]"));
+        assert_eq!(summary.end, crate::usage::StreamEnd::Truncated);
+    }
+
+    #[test]
+    fn translated_errors_are_scrubbed_of_the_exact_key() {
+        let call = HttpCall {
+            provider: "claude".into(),
+            wire: Wire::Anthropic,
+            url: String::new(),
+            model: "m".into(),
+            key: Some(KeyHeader {
+                name: "x-api-key",
+                scheme: None,
+                key: Secret::new("zzCANARYzz0123456789"),
+            }),
+            headers: vec![],
+            body: vec![],
+            stream: false,
+            strip_usage_chunk: false,
+            base64_embeddings: false,
+        };
+        let body = br#"{"type":"error","error":{"type":"invalid_request_error","message":"bad value zzCANARYzz0123456789 here"}}"#;
+        let e = map_error(&call, 400, body, None);
+        assert_eq!(e.status(), 400);
+        assert!(
+            !e.to_body().to_string().contains("CANARY"),
+            "{}",
+            e.to_body()
+        );
     }
 
     #[test]

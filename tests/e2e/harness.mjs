@@ -55,11 +55,27 @@ function run(args, { cwd, env }) {
  * Where each mock-backed provider's base URL path lives (as the real
  * providers document it), so the gateway's URL building is exercised too.
  */
-const BASE_PATHS = { openai: '/v1', groq: '/openai/v1', mistral: '/v1', deepseek: '/v1', openrouter: '/api/v1', together: '/v1' };
+const BASE_PATHS = {
+  openai: '/v1',
+  groq: '/openai/v1',
+  mistral: '/v1',
+  deepseek: '/v1',
+  openrouter: '/api/v1',
+  together: '/v1',
+  anthropic: '/v1',
+  gemini: '/v1beta',
+  azure: '/openai',
+};
+
+/** The Worker secret each provider kind reads its key from (config.rs / openai_compat.rs). */
+const SECRET_NAMES = { azure: 'AZURE_OPENAI_API_KEY' };
+
+/** Which mock wire flavor speaks each provider kind. */
+const FLAVORS = { anthropic: 'anthropic', gemini: 'gemini', azure: 'azure' };
 
 /**
  * @param {object} [opts]
- * @param {Record<string, {apiKey?: string|null, kind?: string}>} [opts.providers] mock providers to start, by config name
+ * @param {Record<string, {apiKey?: string|null, kind?: string, flavor?: string}>} [opts.providers] mock providers to start, by config name (kind defaults to the name; the mock's wire flavor follows the kind)
  * @param {Record<string, string|null>} [opts.secrets] extra .dev.vars entries (null removes a default such as ADMIN_TOKEN)
  * @param {(gateway: object) => void} [opts.editConfig] change the GATEWAY config before start
  */
@@ -67,7 +83,8 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-e2e-'));
   const mocks = {};
   for (const [name, p] of Object.entries(providers)) {
-    mocks[name] = await startMockProvider({ name, apiKey: p.apiKey ?? null });
+    const kind = p.kind ?? name;
+    mocks[name] = await startMockProvider({ name, flavor: p.flavor ?? FLAVORS[kind] ?? 'openai', apiKey: p.apiKey ?? null });
   }
 
   const toml = parseToml(fs.readFileSync(path.join(ROOT, 'wrangler.toml'), 'utf8'));
@@ -89,7 +106,8 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
 
   const vars = { ADMIN_TOKEN };
   for (const [name, p] of Object.entries(providers)) {
-    if (p.apiKey) vars[`${(p.kind ?? name).toUpperCase()}_API_KEY`] = p.apiKey;
+    const kind = p.kind ?? name;
+    if (p.apiKey) vars[SECRET_NAMES[kind] ?? `${kind.toUpperCase()}_API_KEY`] = p.apiKey;
   }
   Object.assign(vars, secrets);
   const devVars = Object.entries(vars)
