@@ -159,11 +159,9 @@ impl<'a> Walker<'a> {
         if self.done {
             return Step::GiveUp;
         }
-        if let Some(ms) = self.pending_sleep.take() {
-            return Step::Sleep { ms };
-        }
         let remaining = self.budget.deadline_at_ms.saturating_sub(now_ms);
         if remaining == 0 || self.attempts >= self.budget.max_attempts {
+            self.pending_sleep = None;
             // A retry was pending: the trace still owes this link's line.
             if let Some(result) = self.pending_failure.take() {
                 self.trace.push(TraceEntry {
@@ -174,6 +172,11 @@ impl<'a> Walker<'a> {
             }
             self.done = true;
             return Step::GiveUp;
+        }
+        // A retry's wait comes after the cap check: no pointless backoff
+        // before giving up.
+        if let Some(ms) = self.pending_sleep.take() {
+            return Step::Sleep { ms };
         }
         let Some(link) = self.links.get(self.current) else {
             self.done = true;
