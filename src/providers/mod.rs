@@ -6,6 +6,8 @@
 //! performs the call.
 
 pub mod anthropic;
+pub mod bedrock;
+pub mod cohere;
 pub mod demo;
 pub mod gemini;
 pub mod openai_compat;

@@ -1,0 +1,1 @@
+//! OpenAI chat/completions ⇄ Cohere v2 Chat API (`POST /v2/chat`) and v2 Embed.
