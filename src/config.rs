@@ -305,6 +305,14 @@ impl GatewayConfig {
                     errors.push(format!("providers.{name}.base_url: {e}"));
                 }
             }
+            if matches!(kind, ResolvedKind::Compat(r) if r.requires_base_url)
+                && p.base_url.is_none()
+            {
+                errors.push(format!(
+                    "providers.{name}.base_url: {} needs its account URL (see README, Providers)",
+                    p.kind_name(name)
+                ));
+            }
             if kind == ResolvedKind::Azure && p.base_url.is_none() {
                 errors.push(format!(
                     "providers.{name}.base_url: Azure needs its resource URL, e.g. https://<resource>.openai.azure.com/openai"
@@ -632,7 +640,10 @@ mod tests {
                 "x": {"kind": "nope"},
                 "plain": {"kind": "openai", "base_url": "http://api.example.com/v1"},
                 "creds": {"kind": "openai", "base_url": "https://u:p@api.example.com/v1"},
-                "lower": {"kind": "openai", "api_key_secret": "lower_case"}
+                "lower": {"kind": "openai", "api_key_secret": "lower_case"},
+                "wai": {"kind": "workers-ai"},
+                "az": {"kind": "azure", "api_version": "bad version!"},
+                "oa": {"kind": "openai", "api_version": "2024-10-21"}
             },
             "models": {"a": "missing/model", "b": "no-slash"},
             "limits": {"max_json_depth": 1}
@@ -648,6 +659,10 @@ mod tests {
             "provider 'missing' is not configured",
             "must be 'provider/model'",
             "max_json_depth",
+            "workers-ai needs its account URL",
+            "providers.az.base_url: Azure needs its resource URL",
+            "providers.az.api_version",
+            "providers.oa.api_version: only azure",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in\n{all}");
         }

@@ -42,6 +42,8 @@ pub struct CompatRow {
     pub auth: Auth,
     pub stream_usage: StreamUsage,
     pub supports_embeddings: bool,
+    /// The URL is per account: the operator must set `base_url`.
+    pub requires_base_url: bool,
 }
 
 /// The table. Base URLs are the providers' documented OpenAI-compatible
@@ -55,6 +57,7 @@ pub const ROWS: &[CompatRow] = &[
         auth: Auth::Bearer,
         stream_usage: StreamUsage::IncludeUsageOption,
         supports_embeddings: true,
+        requires_base_url: false,
     },
     // https://console.groq.com/docs/openai
     CompatRow {
@@ -64,6 +67,7 @@ pub const ROWS: &[CompatRow] = &[
         auth: Auth::Bearer,
         stream_usage: StreamUsage::IncludeUsageOption,
         supports_embeddings: false,
+        requires_base_url: false,
     },
     // https://docs.mistral.ai/api/ — rejects unknown fields; usage arrives in the
     // last chunk without asking.
@@ -74,6 +78,7 @@ pub const ROWS: &[CompatRow] = &[
         auth: Auth::Bearer,
         stream_usage: StreamUsage::AlwaysInFinalChunk,
         supports_embeddings: true,
+        requires_base_url: false,
     },
     // https://api-docs.deepseek.com/
     CompatRow {
@@ -83,6 +88,7 @@ pub const ROWS: &[CompatRow] = &[
         auth: Auth::Bearer,
         stream_usage: StreamUsage::IncludeUsageOption,
         supports_embeddings: false,
+        requires_base_url: false,
     },
     // https://openrouter.ai/docs/api-reference/overview — model ids contain a
     // slash themselves ("openrouter/anthropic/claude-sonnet-4.5").
@@ -93,6 +99,7 @@ pub const ROWS: &[CompatRow] = &[
         auth: Auth::Bearer,
         stream_usage: StreamUsage::IncludeUsageOption,
         supports_embeddings: true,
+        requires_base_url: false,
     },
     // https://docs.together.ai/docs/openai-api-compatibility
     CompatRow {
@@ -102,6 +109,7 @@ pub const ROWS: &[CompatRow] = &[
         auth: Auth::Bearer,
         stream_usage: StreamUsage::IncludeUsageOption,
         supports_embeddings: true,
+        requires_base_url: false,
     },
     // https://docs.fireworks.ai/tools-sdks/openai-compatibility
     CompatRow {
@@ -111,6 +119,7 @@ pub const ROWS: &[CompatRow] = &[
         auth: Auth::Bearer,
         stream_usage: StreamUsage::IncludeUsageOption,
         supports_embeddings: true,
+        requires_base_url: false,
     },
     // https://docs.x.ai/docs/api-reference
     CompatRow {
@@ -120,6 +129,7 @@ pub const ROWS: &[CompatRow] = &[
         auth: Auth::Bearer,
         stream_usage: StreamUsage::IncludeUsageOption,
         supports_embeddings: false,
+        requires_base_url: false,
     },
     // https://github.com/ollama/ollama/blob/main/docs/openai.md
     CompatRow {
@@ -129,6 +139,21 @@ pub const ROWS: &[CompatRow] = &[
         auth: Auth::OptionalBearer,
         stream_usage: StreamUsage::IncludeUsageOption,
         supports_embeddings: true,
+        requires_base_url: false,
+    },
+    // https://developers.cloudflare.com/workers-ai/configuration/open-ai-compatibility/
+    // — the REST endpoint carries the account id, so the operator sets
+    // base_url = "https://api.cloudflare.com/client/v4/accounts/<ACCOUNT_ID>/ai/v1"
+    // and the key is an API token with Workers AI permission. Model ids look
+    // like "@cf/meta/llama-3.1-8b-instruct".
+    CompatRow {
+        kind: "workers-ai",
+        default_base_url: "https://api.cloudflare.com/client/v4/accounts/ACCOUNT_ID/ai/v1",
+        default_secret: "CLOUDFLARE_API_TOKEN",
+        auth: Auth::Bearer,
+        stream_usage: StreamUsage::IncludeUsageOption,
+        supports_embeddings: true,
+        requires_base_url: true,
     },
     // https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html
     CompatRow {
@@ -138,6 +163,7 @@ pub const ROWS: &[CompatRow] = &[
         auth: Auth::OptionalBearer,
         stream_usage: StreamUsage::IncludeUsageOption,
         supports_embeddings: true,
+        requires_base_url: false,
     },
 ];
 
