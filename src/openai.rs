@@ -331,6 +331,20 @@ pub struct ChatChunk {
     pub usage: Option<Option<UsageBody>>,
 }
 
+impl ChatChunk {
+    /// The final `choices: []` chunk that carries a stream's usage.
+    pub fn usage_only(id: &str, created: u64, model: &str, usage: UsageBody) -> Self {
+        Self {
+            id: id.to_owned(),
+            object: "chat.completion.chunk".to_owned(),
+            created,
+            model: model.to_owned(),
+            choices: Vec::new(),
+            usage: Some(Some(usage)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChunkChoice {
     pub index: u32,

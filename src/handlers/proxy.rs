@@ -358,18 +358,28 @@ async fn walk(
                     Err((failure, _)) => !failure.is_retryable(),
                 };
                 circuits::record(&qualified, healthy, now_ms(), r.breaker_policy());
+                let (status, failure_label) = match &result {
+                    Ok((_, status)) => (Some(*status), None),
+                    Err((failure, _)) => (
+                        match failure {
+                            Failure::Status { status, .. } => Some(*status),
+                            _ => None,
+                        },
+                        Some(failure.label()),
+                    ),
+                };
+                row.attempts.push(AttemptRow {
+                    attempt,
+                    provider: link.provider.clone(),
+                    model: link.model.clone(),
+                    started_at_ms: attempt_started,
+                    latency_ms,
+                    status,
+                    ok: result.is_ok(),
+                    failure: failure_label,
+                });
                 match result {
-                    Ok((answer, status)) => {
-                        row.attempts.push(AttemptRow {
-                            attempt,
-                            provider: link.provider.clone(),
-                            model: link.model.clone(),
-                            started_at_ms: attempt_started,
-                            latency_ms,
-                            status: Some(status),
-                            ok: true,
-                            failure: None,
-                        });
+                    Ok((answer, _)) => {
                         walker.succeeded();
                         let trace = trace_header(links, walker.trace());
                         return Ok(with_route_headers(
@@ -381,19 +391,6 @@ async fn walk(
                         ));
                     }
                     Err((failure, error)) => {
-                        row.attempts.push(AttemptRow {
-                            attempt,
-                            provider: link.provider.clone(),
-                            model: link.model.clone(),
-                            started_at_ms: attempt_started,
-                            latency_ms,
-                            status: match failure {
-                                Failure::Status { status, .. } => Some(status),
-                                _ => None,
-                            },
-                            ok: false,
-                            failure: Some(failure.label()),
-                        });
                         walker.failed(now_ms(), &failure, random_unit());
                         last_error = Some(error);
                     }

@@ -1376,14 +1376,12 @@ impl StreamState {
             WireEvent::MessageStop {} => {
                 self.push_finish(&mut out, None);
                 if let Some(usage) = self.usage() {
-                    out.push(ChatChunk {
-                        id: self.id.clone(),
-                        object: "chat.completion.chunk".to_owned(),
-                        created: self.created,
-                        model: self.model.clone(),
-                        choices: Vec::new(),
-                        usage: Some(Some(usage)),
-                    });
+                    out.push(ChatChunk::usage_only(
+                        &self.id,
+                        self.created,
+                        &self.model,
+                        usage,
+                    ));
                 }
                 self.finished = true;
             }

@@ -1615,14 +1615,12 @@ impl StreamState {
         let mut chunks = Vec::new();
         if complete && !self.finished {
             if let Some(usage) = self.usage() {
-                chunks.push(ChatChunk {
-                    id: self.id.clone(),
-                    object: "chat.completion.chunk".to_owned(),
-                    created: self.created,
-                    model: self.model.clone(),
-                    choices: Vec::new(),
-                    usage: Some(Some(usage)),
-                });
+                chunks.push(ChatChunk::usage_only(
+                    &self.id,
+                    self.created,
+                    &self.model,
+                    usage,
+                ));
             }
         }
         self.finished = true;
