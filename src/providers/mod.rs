@@ -202,7 +202,10 @@ pub fn plan(
                     openai_compat::prepare_chat_body(row, &mut body, &target.model, stream);
                     "chat/completions"
                 }
-                Endpoint::Embeddings => "embeddings",
+                Endpoint::Embeddings => {
+                    body.insert("model".to_owned(), Value::String(target.model.clone()));
+                    "embeddings"
+                }
             };
             let key = key.map(|key| KeyHeader {
                 name: "api-key",
