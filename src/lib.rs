@@ -7,6 +7,7 @@
 
 pub mod bindings;
 pub mod breaker;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod keys;
