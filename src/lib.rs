@@ -7,12 +7,14 @@
 
 pub mod bindings;
 pub mod breaker;
+pub mod budget;
 pub mod cache;
 pub mod config;
 pub mod error;
 pub mod keys;
 pub mod ledger;
 pub mod openai;
+pub mod pricing;
 pub mod providers;
 pub mod request;
 pub mod router;
