@@ -4,6 +4,8 @@
 pub const DB: &str = "DB";
 /// `[vars.GATEWAY]`: the operator's configuration table (or a JSON string).
 pub const GATEWAY_CONFIG_VAR: &str = "GATEWAY";
+/// KV namespace: the exact response cache.
+pub const CACHE_KV: &str = "CACHE";
 /// Durable Object namespace: one `CircuitBreaker` per provider/model.
 pub const CIRCUITS: &str = "CIRCUITS";
 /// Secret guarding `/admin/*`. Without it the gateway rejects every request.

@@ -32,6 +32,45 @@ pub struct GatewayConfig {
     /// overrides them.
     #[serde(default)]
     pub resilience: Resilience,
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+/// When responses are cached (only deterministic requests ever are: explicit
+/// `temperature: 0` or a `seed`; see `cache.rs`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheMode {
+    /// Never.
+    Off,
+    /// Only requests that send `x-tollgate-cache: exact` (the default).
+    OptIn,
+    /// Every cacheable request unless it sends `x-tollgate-cache: off`.
+    On,
+}
+
+/// The exact cache in KV.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub mode: CacheMode,
+    /// TTL when the request sends no `x-tollgate-cache-ttl`.
+    pub default_ttl_secs: u64,
+    /// Largest TTL a request may ask for.
+    pub max_ttl_secs: u64,
+    /// Entries larger than this are not stored.
+    pub max_entry_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            mode: CacheMode::OptIn,
+            default_ttl_secs: 3_600,
+            max_ttl_secs: 7 * 86_400,
+            max_entry_bytes: 1024 * 1024,
+        }
+    }
 }
 
 /// Defaults for every upstream attempt.
@@ -389,6 +428,23 @@ impl GatewayConfig {
             }
         }
         errors.extend(validate_resilience(&self.resilience));
+        let c = &self.cache;
+        if !(60..=365 * 86_400).contains(&c.default_ttl_secs) || c.default_ttl_secs > c.max_ttl_secs
+        {
+            errors.push(
+                "cache.default_ttl_secs: 60 s to 1 year, and at most max_ttl_secs".to_owned(),
+            );
+        }
+        if !(60..=365 * 86_400).contains(&c.max_ttl_secs) {
+            errors.push(
+                "cache.max_ttl_secs: must be between 60 s (KV's minimum) and 1 year".to_owned(),
+            );
+        }
+        if !(1024..=25 * 1024 * 1024).contains(&c.max_entry_bytes) {
+            errors.push(
+                "cache.max_entry_bytes: must be between 1 KiB and 25 MiB (KV's limit)".to_owned(),
+            );
+        }
         let l = &self.limits;
         if !(1024..=100 * 1024 * 1024).contains(&l.max_body_bytes) {
             errors.push("limits.max_body_bytes: must be between 1 KiB and 100 MiB".to_owned());

@@ -107,6 +107,9 @@ pub struct RequestRow {
     pub metadata: Option<String>,
     /// One per upstream attempt, in order.
     pub attempts: Vec<AttemptRow>,
+    /// `hit` when answered from the exact cache (not billed), `miss`,
+    /// `refresh` or `skip` when the cache was consulted, `None` when it was off.
+    pub cache_status: Option<&'static str>,
 }
 
 /// One upstream attempt of a request.
@@ -147,8 +150,8 @@ impl AttemptRow {
 pub const INSERT_REQUEST_SQL: &str = "INSERT OR IGNORE INTO requests (\
     request_id, created_at, key_id, endpoint, model_requested, provider, model_used, stream, \
     status, outcome, error_code, prompt_tokens, completion_tokens, total_tokens, \
-    cached_prompt_tokens, reasoning_tokens, usage_source, latency_ms, ttft_ms, metadata) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)";
+    cached_prompt_tokens, reasoning_tokens, usage_source, latency_ms, ttft_ms, metadata, cache_status) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)";
 
 impl RequestRow {
     /// Values for [`INSERT_REQUEST_SQL`], in placeholder order.
@@ -182,6 +185,7 @@ impl RequestRow {
             Some(self.latency_ms).into(),
             self.ttft_ms.into(),
             self.metadata.clone().into(),
+            self.cache_status.map(str::to_owned).into(),
         ]
     }
 }
@@ -216,6 +220,7 @@ mod tests {
             ttft_ms: Some(5),
             metadata: Some(r#"{"user":"u"}"#.into()),
             attempts: vec![],
+            cache_status: None,
         };
         let v = row.bind_values();
         let placeholders = INSERT_REQUEST_SQL.matches('?').count();
@@ -276,6 +281,7 @@ mod tests {
             ttft_ms: None,
             metadata: None,
             attempts: vec![],
+            cache_status: None,
         };
         let v = row.bind_values();
         assert_eq!(v[11], SqlValue::Null);

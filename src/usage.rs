@@ -75,13 +75,16 @@ pub enum StreamEnd {
 }
 
 /// What the ledger needs from a finished stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StreamSummary {
     pub end: StreamEnd,
     pub usage: Option<Usage>,
     /// Characters of content, reasoning and tool arguments the client was
     /// sent: the basis of an estimate when the provider reported no usage.
     pub delivered_chars: u64,
+    /// The complete answer, when an accumulator was attached and the stream
+    /// finished cleanly with usage (what the exact cache stores).
+    pub completion: Option<crate::openai::ChatCompletion>,
     pub finish_reason: Option<String>,
     pub model: Option<String>,
 }
@@ -100,6 +103,9 @@ pub struct ChatStreamObserver {
     delivered_chars: u64,
     /// The provider key, to scrub from error frames the provider sends.
     api_key: Option<Secret>,
+    /// Rebuilds the complete answer for the exact cache (fed the upstream's
+    /// frames before any usage chunk is stripped).
+    accumulator: Option<crate::cache::StreamAccumulator>,
 }
 
 impl ChatStreamObserver {
@@ -108,6 +114,7 @@ impl ChatStreamObserver {
             decoder: SseDecoder::new(DEFAULT_MAX_LINE_BYTES),
             strip_usage_chunk,
             api_key,
+            accumulator: None,
             usage: None,
             finish_reason: None,
             model: None,
@@ -117,11 +124,22 @@ impl ChatStreamObserver {
         }
     }
 
+    /// Also rebuild the whole answer, for caching (texts beyond `max_bytes`
+    /// make it uncacheable).
+    #[must_use]
+    pub fn with_accumulator(mut self, max_bytes: usize) -> Self {
+        self.accumulator = Some(crate::cache::StreamAccumulator::with_limit(max_bytes));
+        self
+    }
+
     /// Feeds upstream bytes; returns the bytes to send to the client now (whole
     /// frames only).
     pub fn on_bytes(&mut self, bytes: &[u8]) -> Result<Vec<u8>, SseError> {
         let mut out = Vec::with_capacity(bytes.len());
         for frame in self.decoder.push(bytes)? {
+            if let (Some(acc), Some(data)) = (self.accumulator.as_mut(), frame.data.as_deref()) {
+                acc.on_data(data);
+            }
             let forward = match frame.data.as_deref() {
                 Some("[DONE]") => {
                     self.saw_done = true;
@@ -216,10 +234,17 @@ impl ChatStreamObserver {
         } else {
             StreamEnd::Truncated
         };
+        let completion = match end {
+            StreamEnd::Completed => self
+                .accumulator
+                .and_then(crate::cache::StreamAccumulator::complete),
+            _ => None,
+        };
         StreamSummary {
             end,
             usage: self.usage,
             delivered_chars: self.delivered_chars,
+            completion,
             finish_reason: self.finish_reason,
             model: self.model,
         }

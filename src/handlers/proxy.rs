@@ -9,8 +9,10 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use worker::{console_error, AbortController, Context, Delay, Env, Headers, Request, Response};
 
+use crate::bindings::CACHE_KV;
 use crate::breaker::Admission;
-use crate::config::{GatewayConfig, RouteConfig};
+use crate::cache::{self, CacheEntry};
+use crate::config::{CacheMode, GatewayConfig, RouteConfig};
 use crate::error::GatewayError;
 use crate::handlers::{authenticate_key, circuits, config, database, secret};
 use crate::http::{
@@ -35,7 +37,8 @@ const INLINE_CONFIG_HEADER: &str = "x-tollgate-config";
 /// A successful answer: either complete, or a stream whose end is reported
 /// later through the receiver.
 enum Answer {
-    Complete(Response),
+    /// The response, and a copy of its body when the exact cache will store it.
+    Complete(Response, Option<Vec<u8>>),
     Streaming(Response, futures::channel::oneshot::Receiver<StreamReport>),
 }
 
@@ -66,8 +69,10 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
         ttft_ms: None,
         metadata: None,
         attempts: Vec::new(),
+        cache_status: None,
     };
     let mut prompt_bytes = 0;
+    let mut cache_write: Option<CacheWrite> = None;
     let result = proxy(
         &mut req,
         &env,
@@ -75,8 +80,10 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
         endpoint,
         &mut row,
         &mut prompt_bytes,
+        &mut cache_write,
     )
     .await;
+    let cache_header = row.cache_status.map(str::to_ascii_uppercase);
     // Share what the attempts taught about provider health, after the response.
     if let Ok(config) = config(&env) {
         let attempts = row.attempts.clone();
@@ -86,7 +93,28 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
     }
     let db = database(&env);
     match result {
-        Ok(Answer::Complete(resp)) => {
+        Ok(Answer::Complete(resp, body)) => {
+            if let Some(h) = &cache_header {
+                set_header(resp.headers(), CACHE_HEADER, h);
+            }
+            if let (Some(write), Some(body)) = (cache_write, body) {
+                let env = env.clone();
+                let provider = row.provider.clone().unwrap_or_default();
+                ctx.wait_until(async move {
+                    let entry = match endpoint {
+                        Endpoint::ChatCompletions => {
+                            CacheEntry::from_chat_body(&body, &provider, started / 1000)
+                        }
+                        Endpoint::Embeddings => {
+                            CacheEntry::from_embeddings_body(&body, &provider, started / 1000)
+                        }
+                    };
+                    match entry {
+                        Ok(entry) => store_cache_entry(&env, &write, &entry).await,
+                        Err(why) => console_error!("not cached: {why}"),
+                    }
+                });
+            }
             row.status = resp.status_code();
             row.latency_ms = now_ms().saturating_sub(started);
             if let Ok(db) = db {
@@ -95,10 +123,24 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
             resp
         }
         Ok(Answer::Streaming(resp, report)) => {
+            if let Some(h) = &cache_header {
+                set_header(resp.headers(), CACHE_HEADER, h);
+            }
             row.status = resp.status_code();
             if let Ok(db) = db {
+                let env = env.clone();
                 ctx.wait_until(async move {
                     if let Ok(report) = report.await {
+                        if let (Some(write), Some(completion)) =
+                            (&cache_write, report.summary.completion.clone())
+                        {
+                            let provider = row.provider.clone().unwrap_or_default();
+                            match CacheEntry::from_completion(completion, &provider, started / 1000)
+                            {
+                                Ok(entry) => store_cache_entry(&env, write, &entry).await,
+                                Err(why) => console_error!("not cached: {why}"),
+                            }
+                        }
                         row.outcome = Outcome::from_stream_end(report.summary.end);
                         row.usage = report.summary.usage;
                         if row.usage.is_none() {
@@ -198,6 +240,7 @@ async fn proxy(
     endpoint: Endpoint,
     row: &mut RequestRow,
     prompt_bytes: &mut u64,
+    cache_write: &mut Option<CacheWrite>,
 ) -> Result<Answer, GatewayError> {
     let config = config(env)?;
     row.metadata = parse_metadata(
@@ -243,7 +286,223 @@ async fn proxy(
             code: "model_not_allowed",
         });
     }
-    walk(env, &config, &links, endpoint, &body, stream, row).await
+    let decision = cache_decision(req, &config, endpoint, &body, &grant.id, &model, &links)?;
+    row.cache_status = decision.status();
+    let mut keep_body = None;
+    if let CacheDecision::Use { read, write } = decision {
+        if read {
+            if let Some(entry) = load_cache_entry(env, &write.name).await {
+                if let Some(answer) = cache_hit(&entry, endpoint, &body, stream, row) {
+                    return Ok(answer);
+                }
+            }
+        }
+        keep_body = Some(write.max_entry_bytes);
+        *cache_write = Some(write);
+    }
+    let shape = RequestShape {
+        endpoint,
+        body: &body,
+        stream,
+        keep_body,
+    };
+    walk(env, &config, &links, shape, row).await
+}
+
+/// `x-tollgate-cache`: the request's cache control, and the response's cache status.
+const CACHE_HEADER: &str = "x-tollgate-cache";
+const CACHE_NAMESPACE_HEADER: &str = "x-tollgate-cache-namespace";
+
+/// Where and for how long a response will be cached.
+struct CacheWrite {
+    name: String,
+    ttl_secs: u64,
+    max_entry_bytes: usize,
+}
+
+enum CacheDecision {
+    /// The cache is off for this request.
+    Off,
+    /// The request cannot be cached (not deterministic, `n > 1`, …).
+    Skip,
+    /// Look up (unless refreshing) and store the answer.
+    Use { read: bool, write: CacheWrite },
+}
+
+impl CacheDecision {
+    fn status(&self) -> Option<&'static str> {
+        match self {
+            Self::Off => None,
+            Self::Skip => Some("skip"),
+            Self::Use { read: true, .. } => Some("miss"),
+            Self::Use { read: false, .. } => Some("refresh"),
+        }
+    }
+}
+
+/// Applies the operator's cache mode and the request's controls
+/// (`x-tollgate-cache: exact | off | refresh`, `x-tollgate-cache-ttl`,
+/// `x-tollgate-cache-namespace`). Entries are scoped to the virtual key.
+fn cache_decision(
+    req: &Request,
+    config: &GatewayConfig,
+    endpoint: Endpoint,
+    body: &Map<String, Value>,
+    tenant: &str,
+    model: &str,
+    links: &[Link],
+) -> Result<CacheDecision, GatewayError> {
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let control = header(CACHE_HEADER).map(|v| v.trim().to_ascii_lowercase());
+    let (wanted, read) = match (control.as_deref(), config.cache.mode) {
+        (Some("off"), _) | (_, CacheMode::Off) => (false, false),
+        (Some("exact"), _) => (true, true),
+        (Some("refresh"), _) => (true, false),
+        (None, CacheMode::On) => (true, true),
+        (None, CacheMode::OptIn) => (false, false),
+        (Some(_), _) => {
+            return Err(GatewayError::invalid_param(
+                CACHE_HEADER,
+                "x-tollgate-cache must be exact, refresh or off.",
+            ))
+        }
+    };
+    if !wanted {
+        return Ok(CacheDecision::Off);
+    }
+    if cache::cacheability(endpoint, body).is_err() {
+        return Ok(CacheDecision::Skip);
+    }
+    let ttl_secs = cache::effective_ttl(
+        header(cache::TTL_HEADER).as_deref(),
+        config.cache.default_ttl_secs,
+        config.cache.max_ttl_secs,
+    )?;
+    let namespace = header(CACHE_NAMESPACE_HEADER).filter(|n| !n.is_empty());
+    if let Some(ns) = &namespace {
+        let ok = ns.len() <= 64
+            && ns
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !ok {
+            return Err(GatewayError::invalid_param(
+                CACHE_NAMESPACE_HEADER,
+                "x-tollgate-cache-namespace is 1-64 characters of A-Z, a-z, 0-9, '-', '_', '.'.",
+            ));
+        }
+    }
+    let qualified: Vec<String> = links
+        .iter()
+        .map(|l| format!("{}/{}", l.provider, l.model))
+        .collect();
+    let identity = cache::route_identity(model, &qualified);
+    let Ok(key) = cache::cache_key(tenant, &identity, endpoint, namespace.as_deref(), body) else {
+        return Ok(CacheDecision::Skip);
+    };
+    Ok(CacheDecision::Use {
+        read,
+        write: CacheWrite {
+            name: cache::kv_name(tenant, model, &key),
+            ttl_secs,
+            max_entry_bytes: usize::try_from(config.cache.max_entry_bytes)
+                .unwrap_or(cache::DEFAULT_MAX_ENTRY_BYTES),
+        },
+    })
+}
+
+async fn load_cache_entry(env: &Env, name: &str) -> Option<CacheEntry> {
+    let kv = env.kv(CACHE_KV).ok()?;
+    match kv.get(name).bytes().await {
+        Ok(Some(bytes)) => cache::decode_entry(&bytes),
+        Ok(None) => None,
+        Err(e) => {
+            // A cache that cannot be read is a miss, never an error.
+            console_error!("cache read failed: {e}");
+            None
+        }
+    }
+}
+
+async fn store_cache_entry(env: &Env, write: &CacheWrite, entry: &CacheEntry) {
+    let bytes = match cache::encode_entry(entry, write.max_entry_bytes) {
+        Ok(b) => b,
+        Err(why) => {
+            console_error!("not cached: {why}");
+            return;
+        }
+    };
+    let Ok(kv) = env.kv(CACHE_KV) else {
+        console_error!("KV binding {CACHE_KV} is missing; not cached");
+        return;
+    };
+    let put = match kv.put_bytes(&write.name, &bytes) {
+        Ok(p) => p.expiration_ttl(write.ttl_secs).execute().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = put {
+        console_error!("cache write failed: {e}");
+    }
+}
+
+/// Answers from a cache entry as the client asked (JSON or SSE, float or
+/// base64). Not billed: the ledger row says `hit` and carries the original
+/// usage as what was saved.
+fn cache_hit(
+    entry: &CacheEntry,
+    endpoint: Endpoint,
+    body: &Map<String, Value>,
+    stream: bool,
+    row: &mut RequestRow,
+) -> Option<Answer> {
+    let started = row.created_at_ms;
+    let id = completion_id(&row.request_id);
+    let (bytes, content_type) = match endpoint {
+        Endpoint::Embeddings => {
+            let base64 = body.get("encoding_format").and_then(Value::as_str) == Some("base64");
+            (cache::replay_embeddings(entry, base64)?, "application/json")
+        }
+        Endpoint::ChatCompletions if stream => {
+            let include_usage = body
+                .get("stream_options")
+                .and_then(|o| o.get("include_usage"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let frames = cache::replay_sse(entry, &id, started / 1000, include_usage);
+            (frames.concat().into_bytes(), "text/event-stream")
+        }
+        Endpoint::ChatCompletions => (
+            cache::replay_json(entry, &id, started / 1000),
+            "application/json",
+        ),
+    };
+    let resp = Response::from_bytes(bytes).ok()?;
+    let resp = with_timing(resp, content_headers(content_type), started, None);
+    let h = resp.headers();
+    set_header(h, REQUEST_ID_HEADER, &row.request_id);
+    set_header(h, "x-tollgate-provider", &entry.provider);
+    set_header(h, "x-tollgate-model", &entry.model);
+    set_header(
+        h,
+        "x-tollgate-cache-age",
+        &entry.age_secs(started / 1000).to_string(),
+    );
+    row.cache_status = Some("hit");
+    row.provider = Some(entry.provider.clone());
+    row.model_used = Some(entry.model.clone());
+    row.usage = serde_json::to_value(&entry.usage)
+        .ok()
+        .as_ref()
+        .and_then(crate::usage::usage_from_object);
+    Some(Answer::Complete(resp, None))
+}
+
+/// What is being asked, for the walk.
+struct RequestShape<'a> {
+    endpoint: Endpoint,
+    body: &'a Map<String, Value>,
+    stream: bool,
+    /// Keep a copy of a complete answer up to this size (for the exact cache).
+    keep_body: Option<usize>,
 }
 
 /// Tries the links in the walker's order until one answers.
@@ -251,11 +510,15 @@ async fn walk(
     env: &Env,
     config: &GatewayConfig,
     links: &[Link],
-    endpoint: Endpoint,
-    body: &Map<String, Value>,
-    stream: bool,
+    shape: RequestShape<'_>,
     row: &mut RequestRow,
 ) -> Result<Answer, GatewayError> {
+    let RequestShape {
+        endpoint,
+        body,
+        stream,
+        keep_body,
+    } = shape;
     let started = row.created_at_ms;
     let r = &config.resilience;
     let mut walker = Walker::new(
@@ -339,9 +602,17 @@ async fn walk(
                         model,
                         stream,
                         strip_usage_chunk,
-                    } => demo_answer(endpoint, body, &model, stream, strip_usage_chunk, row)
-                        .await
-                        .map_err(|e| (Failure::BadResponse, e)),
+                    } => demo_answer(
+                        endpoint,
+                        body,
+                        &model,
+                        stream,
+                        strip_usage_chunk,
+                        keep_body,
+                        row,
+                    )
+                    .await
+                    .map_err(|e| (Failure::BadResponse, e)),
                     Plan::Http(call) => {
                         let limits = Timeouts {
                             ttfb_ms,
@@ -349,7 +620,7 @@ async fn walk(
                             idle_ms: link.idle_ms,
                             max_body: config.limits.max_upstream_body_bytes,
                         };
-                        http_attempt(call, endpoint, &limits, started, row).await
+                        http_attempt(call, endpoint, &limits, started, keep_body, row).await
                     }
                 };
                 let latency_ms = now_ms().saturating_sub(attempt_started);
@@ -429,9 +700,9 @@ fn with_route_headers(
         set_header(h, "x-tollgate-attempts", &attempts.to_string());
     };
     match answer {
-        Answer::Complete(resp) => {
+        Answer::Complete(resp, body) => {
             set(&resp);
-            Answer::Complete(resp)
+            Answer::Complete(resp, body)
         }
         Answer::Streaming(resp, rx) => {
             set(&resp);
@@ -456,6 +727,7 @@ async fn demo_answer(
     model: &str,
     stream: bool,
     strip_usage_chunk: bool,
+    keep_body: Option<usize>,
     row: &mut RequestRow,
 ) -> Result<(Answer, u16), GatewayError> {
     let started = row.created_at_ms;
@@ -466,8 +738,11 @@ async fn demo_answer(
         let source: ByteSource = Box::pin(futures::stream::iter(
             frames.into_iter().map(|f| Ok(f.into_bytes())),
         ));
-        let pipeline =
-            StreamPipeline::passthrough(ChatStreamObserver::new(strip_usage_chunk, None));
+        let mut observer = ChatStreamObserver::new(strip_usage_chunk, None);
+        if let Some(max) = keep_body {
+            observer = observer.with_accumulator(max);
+        }
+        let pipeline = StreamPipeline::passthrough(observer);
         let first = upstream::first_output(source, pipeline, "demo").await?;
         // The demo never waits between frames; any idle limit will do.
         let answer = stream_answer(first, started, 60_000, None)?;
@@ -479,9 +754,12 @@ async fn demo_answer(
     };
     row.usage = usage_from_response(&value);
     let bytes = serde_json::to_vec(&value).map_err(|_| GatewayError::Internal)?;
+    let copy = keep_body
+        .filter(|max| bytes.len() <= *max)
+        .map(|_| bytes.clone());
     let resp = Response::from_bytes(bytes).map_err(|_| GatewayError::Internal)?;
     let resp = with_timing(resp, content_headers("application/json"), started, None);
-    Ok((Answer::Complete(resp), 200))
+    Ok((Answer::Complete(resp, copy), 200))
 }
 
 struct Timeouts {
@@ -523,6 +801,7 @@ async fn http_attempt(
     endpoint: Endpoint,
     t: &Timeouts,
     started: u64,
+    keep_body: Option<usize>,
     row: &mut RequestRow,
 ) -> Result<(Answer, u16), (Failure, GatewayError)> {
     let controller = AbortController::default();
@@ -590,6 +869,10 @@ async fn http_attempt(
         };
         let observer =
             StreamPipeline::for_call(&call, &completion_id(&row.request_id), started / 1000);
+        let observer = match keep_body {
+            Some(max) => observer.with_accumulator(max),
+            None => observer,
+        };
         let remaining = t
             .ttfb_ms
             .saturating_sub(now_ms().saturating_sub(attempt_started))
@@ -649,6 +932,9 @@ async fn http_attempt(
     if let Some(m) = value.get("model").and_then(Value::as_str) {
         row.model_used = Some(m.to_owned());
     }
+    let copy = keep_body
+        .filter(|max| body.len() <= *max)
+        .map(|_| body.clone());
     let out =
         Response::from_bytes(body).map_err(|_| (Failure::BadResponse, GatewayError::Internal))?;
     let upstream_ms = now_ms().saturating_sub(attempt_started);
@@ -658,7 +944,7 @@ async fn http_attempt(
         started,
         Some(upstream_ms),
     );
-    Ok((Answer::Complete(resp), status))
+    Ok((Answer::Complete(resp, copy), status))
 }
 
 /// The `chatcmpl-…` id the gateway gives answers it builds itself.

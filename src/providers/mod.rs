@@ -460,6 +460,14 @@ impl StreamPipeline {
         }
     }
 
+    /// Also rebuild the whole answer for the exact cache (see
+    /// `ChatStreamObserver::with_accumulator`).
+    #[must_use]
+    pub fn with_accumulator(mut self, max_bytes: usize) -> Self {
+        self.observer = self.observer.with_accumulator(max_bytes);
+        self
+    }
+
     /// Upstream bytes in; bytes for the client out (whole frames only).
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<u8>, SseError> {
         match &mut self.transcoder {
