@@ -213,6 +213,9 @@ pub struct ProviderConfig {
     /// Azure OpenAI only: the `api-version` query parameter.
     #[serde(default)]
     pub api_version: Option<String>,
+    /// Amazon Bedrock only: the AWS region (e.g. `us-east-1`).
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 /// Request limits.
@@ -245,6 +248,8 @@ pub const DEMO_KIND: &str = "demo";
 pub const ANTHROPIC_KIND: &str = "anthropic";
 pub const GEMINI_KIND: &str = "gemini";
 pub const AZURE_KIND: &str = "azure";
+pub const COHERE_KIND: &str = "cohere";
+pub const BEDROCK_KIND: &str = "bedrock";
 /// Azure OpenAI `api-version` used when a provider sets none.
 pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
 
@@ -256,6 +261,9 @@ pub enum ResolvedKind {
     Azure,
     Anthropic,
     Gemini,
+    Cohere,
+    /// Amazon Bedrock Converse, SigV4-signed with AWS credentials.
+    Bedrock,
     Demo,
 }
 
@@ -270,6 +278,8 @@ impl ProviderConfig {
             ANTHROPIC_KIND => Some(ResolvedKind::Anthropic),
             GEMINI_KIND => Some(ResolvedKind::Gemini),
             AZURE_KIND => Some(ResolvedKind::Azure),
+            COHERE_KIND => Some(ResolvedKind::Cohere),
+            BEDROCK_KIND => Some(ResolvedKind::Bedrock),
             kind => openai_compat::row(kind).map(ResolvedKind::Compat),
         }
     }
@@ -283,6 +293,13 @@ impl ProviderConfig {
             (ResolvedKind::Gemini, None) => {
                 Some(crate::providers::gemini::DEFAULT_BASE_URL.to_owned())
             }
+            (ResolvedKind::Cohere, None) => {
+                Some(crate::providers::cohere::DEFAULT_BASE_URL.to_owned())
+            }
+            (ResolvedKind::Bedrock, None) => self
+                .region
+                .as_deref()
+                .map(crate::providers::bedrock::default_base_url),
             // Azure has no default: every resource has its own host.
             (ResolvedKind::Azure | ResolvedKind::Demo, None) => None,
         }
@@ -295,6 +312,10 @@ impl ProviderConfig {
             ResolvedKind::Anthropic => "ANTHROPIC_API_KEY",
             ResolvedKind::Gemini => "GEMINI_API_KEY",
             ResolvedKind::Azure => "AZURE_OPENAI_API_KEY",
+            ResolvedKind::Cohere => "COHERE_API_KEY",
+            // SigV4 needs a key pair; this names the first of the two
+            // (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional AWS_SESSION_TOKEN).
+            ResolvedKind::Bedrock => crate::providers::bedrock::ACCESS_KEY_ID_SECRET,
         };
         Some(
             self.api_key_secret
@@ -329,7 +350,7 @@ impl GatewayConfig {
             }
             let Some(kind) = p.resolved_kind(name) else {
                 errors.push(format!(
-                    "providers.{name}: unknown kind '{}' (known: {}, {ANTHROPIC_KIND}, {GEMINI_KIND}, {AZURE_KIND}, {DEMO_KIND})",
+                    "providers.{name}: unknown kind '{}' (known: {}, {ANTHROPIC_KIND}, {GEMINI_KIND}, {AZURE_KIND}, {COHERE_KIND}, {BEDROCK_KIND}, {DEMO_KIND})",
                     p.kind_name(name),
                     openai_compat::ROWS
                         .iter()
@@ -351,6 +372,28 @@ impl GatewayConfig {
                     "providers.{name}.base_url: {} needs its account URL (see README, Providers)",
                     p.kind_name(name)
                 ));
+            }
+            match (&p.region, kind) {
+                (None, ResolvedKind::Bedrock) => errors.push(format!(
+                    "providers.{name}.region: bedrock needs its AWS region, e.g. us-east-1"
+                )),
+                (Some(r), ResolvedKind::Bedrock)
+                    if r.is_empty()
+                        || r.len() > 32
+                        || !r
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+                {
+                    errors.push(format!(
+                        "providers.{name}.region: '{r}' is not an AWS region name"
+                    ));
+                }
+                (Some(_), k) if k != ResolvedKind::Bedrock => {
+                    errors.push(format!(
+                        "providers.{name}.region: only bedrock takes a region"
+                    ));
+                }
+                _ => {}
             }
             if kind == ResolvedKind::Azure && p.base_url.is_none() {
                 errors.push(format!(

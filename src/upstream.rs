@@ -42,6 +42,9 @@ pub async fn send(call: &HttpCall, signal: &AbortSignal) -> Result<Response, Gat
     for (name, value) in &call.headers {
         set_header(&headers, name, value);
     }
+    for (name, value) in &call.signed_headers {
+        set_header(&headers, name, value.expose());
+    }
     if let Some(key) = &call.key {
         // The one place a provider key leaves the process: to its own provider.
         set_header(&headers, key.name, &key.value());

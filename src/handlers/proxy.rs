@@ -21,6 +21,7 @@ use crate::http::{
 };
 use crate::keys::KeyGrant;
 use crate::ledger::{AttemptRow, Endpoint, Outcome, RequestRow};
+use crate::providers::{self, Wire};
 use crate::providers::{demo, map_error, plan, translate_response, HttpCall, Plan, StreamPipeline};
 use crate::request::{
     check_json_safety, parse_chat, parse_embeddings, parse_json_object, parse_metadata,
@@ -583,9 +584,15 @@ async fn walk(
                 }
                 row.provider = Some(link.provider.clone());
                 row.model_used = Some(link.model.clone());
-                let planned = plan(config, &target, endpoint, link_body, stream, |name| {
-                    secret(env, name)
-                });
+                let planned = plan(
+                    config,
+                    &target,
+                    endpoint,
+                    link_body,
+                    stream,
+                    |name| secret(env, name),
+                    now_ms(),
+                );
                 let planned = match planned {
                     Ok(p) => p,
                     Err(e @ GatewayError::ProviderNotConfigured { .. }) => {
@@ -855,7 +862,11 @@ async fn http_attempt(
         let invalid = || GatewayError::UpstreamInvalidResponse {
             provider: call.provider.clone(),
         };
-        if !content_type.starts_with("text/event-stream") {
+        let expected = match call.wire {
+            Wire::Bedrock => providers::bedrock::EVENT_STREAM_CONTENT_TYPE,
+            _ => "text/event-stream",
+        };
+        if !content_type.starts_with(expected) {
             console_error!(
                 "provider {} answered a stream request with '{content_type}'",
                 call.provider

@@ -29,6 +29,9 @@ pub enum Wire {
     OpenAi,
     Anthropic,
     Gemini,
+    Cohere,
+    /// AWS event-stream framing, not SSE, on streams.
+    Bedrock,
 }
 
 /// How the provider key is presented.
@@ -61,6 +64,8 @@ pub struct HttpCall {
     pub key: Option<KeyHeader>,
     /// Other headers the provider requires (e.g. `anthropic-version`).
     pub headers: Vec<(&'static str, String)>,
+    /// Request-signature headers (SigV4): secret-bearing, printed redacted.
+    pub signed_headers: Vec<(&'static str, Secret)>,
     pub body: Vec<u8>,
     pub stream: bool,
     /// Drop the usage-only chunk before the client sees it (the gateway asked
@@ -115,7 +120,8 @@ fn path_segment(model: &str) -> Result<&str, GatewayError> {
     }
 }
 
-/// Plans a call for `endpoint`. `secret` looks up a Worker secret by name.
+/// Plans a call for `endpoint`. `secret` looks up a Worker secret by name;
+/// `now_ms` dates request signatures (Bedrock).
 pub fn plan(
     config: &GatewayConfig,
     target: &Target,
@@ -123,6 +129,7 @@ pub fn plan(
     mut body: Map<String, Value>,
     stream: bool,
     secret: impl Fn(&str) -> Option<Secret>,
+    now_ms: u64,
 ) -> Result<Plan, GatewayError> {
     let provider_config =
         config
@@ -142,6 +149,17 @@ pub fn plan(
             model: target.model.clone(),
             stream,
         });
+    }
+    if kind == ResolvedKind::Bedrock {
+        return plan_bedrock(
+            provider_config,
+            target,
+            endpoint,
+            &body,
+            stream,
+            &secret,
+            now_ms,
+        );
     }
     let key_optional = matches!(kind, ResolvedKind::Compat(row) if row.auth == openai_compat::Auth::OptionalBearer);
     let key = match provider_config.secret_name(&target.provider) {
@@ -164,7 +182,28 @@ pub fn plan(
     let base64 = body.get("encoding_format").and_then(Value::as_str) == Some("base64");
     let mut headers = Vec::new();
     let (wire, url, key, json) = match kind {
-        ResolvedKind::Demo => return Err(GatewayError::Internal),
+        ResolvedKind::Demo | ResolvedKind::Bedrock => return Err(GatewayError::Internal),
+        ResolvedKind::Cohere => {
+            let (url, json) = match endpoint {
+                Endpoint::ChatCompletions => {
+                    let req = ChatRequest::from_body(&body)?;
+                    (
+                        cohere::endpoint(&base),
+                        cohere::to_wire(&req, &target.model, stream)?,
+                    )
+                }
+                Endpoint::Embeddings => (
+                    cohere::embeddings_endpoint(&base),
+                    cohere::embeddings_to_wire(&body, &target.model)?,
+                ),
+            };
+            let key = key.map(|key| KeyHeader {
+                name: cohere::AUTH_HEADER,
+                scheme: Some(cohere::AUTH_SCHEME),
+                key,
+            });
+            (Wire::Cohere, url, key, json)
+        }
         ResolvedKind::Compat(row) => {
             let path = match endpoint {
                 Endpoint::ChatCompletions => {
@@ -272,10 +311,71 @@ pub fn plan(
         model: target.model.clone(),
         key,
         headers,
+        signed_headers: Vec::new(),
         body,
         stream,
         strip_usage_chunk,
         base64_embeddings: base64,
+    }))
+}
+
+/// Bedrock Converse: the body in Bedrock's format, SigV4-signed with the
+/// AWS key pair (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, optional
+/// `AWS_SESSION_TOKEN`) for the configured region.
+fn plan_bedrock(
+    provider_config: &crate::config::ProviderConfig,
+    target: &Target,
+    endpoint: Endpoint,
+    body: &Map<String, Value>,
+    stream: bool,
+    secret: &impl Fn(&str) -> Option<Secret>,
+    now_ms: u64,
+) -> Result<Plan, GatewayError> {
+    if endpoint == Endpoint::Embeddings {
+        return Err(GatewayError::invalid_param(
+            "model",
+            format!(
+                "Provider '{}' (Bedrock) is configured for chat only.",
+                target.provider
+            ),
+        ));
+    }
+    let region = provider_config
+        .region
+        .as_deref()
+        .ok_or(GatewayError::Misconfigured)?;
+    let base = provider_config
+        .base_url(&target.provider)
+        .ok_or(GatewayError::Misconfigured)?;
+    let creds = bedrock::AwsCredentials::from_secrets(&target.provider, secret)?;
+    let req = ChatRequest::from_body(body)?;
+    let url = bedrock::endpoint(&base, &target.model, stream)?;
+    let bytes = serde_json::to_vec(&bedrock::to_wire(&req)?).map_err(|_| GatewayError::Internal)?;
+    let signed = bedrock::sign(
+        "POST",
+        &url,
+        &[("content-type", bedrock::SIGNED_CONTENT_TYPE)],
+        &bytes,
+        &creds,
+        region,
+        bedrock::SERVICE,
+        &bedrock::amz_date(now_ms),
+    )?;
+    Ok(Plan::Http(HttpCall {
+        provider: target.provider.clone(),
+        wire: Wire::Bedrock,
+        url,
+        model: target.model.clone(),
+        key: None,
+        headers: Vec::new(),
+        signed_headers: signed
+            .into_iter()
+            .map(|(k, v)| (k, Secret::new(v)))
+            .collect(),
+        body: bytes,
+        stream,
+        strip_usage_chunk: stream && !client_wants_usage(body),
+        base64_embeddings: false,
     }))
 }
 
@@ -293,6 +393,8 @@ pub fn map_error(
         Wire::OpenAi => return map_upstream_error(&call.provider, status, body, retry_after, key),
         Wire::Anthropic => anthropic::map_error(&call.provider, status, body, retry_after),
         Wire::Gemini => gemini::map_error(&call.provider, status, body, retry_after),
+        Wire::Cohere => cohere::map_error(&call.provider, status, body, retry_after),
+        Wire::Bedrock => bedrock::map_error(&call.provider, status, body, retry_after),
     };
     match (e, key) {
         (
@@ -342,6 +444,17 @@ pub fn translate_response(
         (Wire::Gemini, Endpoint::Embeddings) => {
             gemini::embeddings_from_wire(&body, &call.model, call.base64_embeddings)?
         }
+        (Wire::Cohere, Endpoint::ChatCompletions) => {
+            serde_json::to_value(cohere::from_wire(&body, id, created, &call.model)?)
+                .map_err(|_| invalid())?
+        }
+        (Wire::Cohere, Endpoint::Embeddings) => {
+            cohere::embeddings_from_wire(&body, &call.model, call.base64_embeddings)?
+        }
+        (Wire::Bedrock, _) => {
+            serde_json::to_value(bedrock::from_wire(&body, id, created, &call.model)?)
+                .map_err(|_| invalid())?
+        }
     };
     let bytes = serde_json::to_vec(&value).map_err(|_| GatewayError::Internal)?;
     Ok((bytes, value))
@@ -357,6 +470,16 @@ enum Transcoder {
     Gemini {
         decoder: SseDecoder,
         state: gemini::StreamState,
+    },
+    Cohere {
+        decoder: SseDecoder,
+        state: cohere::StreamState,
+        done_sent: bool,
+    },
+    Bedrock {
+        decoder: bedrock::EventStreamDecoder,
+        state: bedrock::StreamState,
+        done_sent: bool,
     },
 }
 
@@ -400,6 +523,42 @@ impl Transcoder {
                     }
                 }
             }
+            Self::Cohere {
+                decoder,
+                state,
+                done_sent,
+            } => {
+                for frame in decoder.push(bytes)? {
+                    match state.on_frame(&frame) {
+                        Ok(chunks) => encode_chunks(&chunks, &mut out),
+                        Err(e) => encode_error(&e, &mut out),
+                    }
+                    if state.finished() && !*done_sent {
+                        *done_sent = true;
+                        out.extend_from_slice(DONE_FRAME.as_bytes());
+                    }
+                }
+            }
+            Self::Bedrock {
+                decoder,
+                state,
+                done_sent,
+            } => match decoder.push(bytes) {
+                Ok(messages) => {
+                    for m in &messages {
+                        match state.on_message(m) {
+                            Ok(chunks) => encode_chunks(&chunks, &mut out),
+                            Err(e) => encode_error(&e, &mut out),
+                        }
+                        if state.finished() && !*done_sent {
+                            *done_sent = true;
+                            out.extend_from_slice(DONE_FRAME.as_bytes());
+                        }
+                    }
+                }
+                // Corrupt framing: an error event; the observer ends the stream.
+                Err(e) => encode_error(&e, &mut out),
+            },
         }
         Ok(out)
     }
@@ -452,6 +611,18 @@ impl StreamPipeline {
             Wire::Gemini => Some(Transcoder::Gemini {
                 decoder: decoder(),
                 state: gemini::StreamState::new(id.to_owned(), created, call.model.clone()),
+            }),
+            Wire::Cohere => Some(Transcoder::Cohere {
+                decoder: decoder(),
+                state: cohere::StreamState::new(id.to_owned(), created, call.model.clone())
+                    .with_provider(&call.provider),
+                done_sent: false,
+            }),
+            Wire::Bedrock => Some(Transcoder::Bedrock {
+                decoder: bedrock::EventStreamDecoder::new(),
+                state: bedrock::StreamState::new(id.to_owned(), created, call.model.clone())
+                    .with_provider(&call.provider),
+                done_sent: false,
             }),
         };
         Self {
@@ -628,6 +799,7 @@ mod tests {
             body,
             true,
             secrets,
+            0,
         )
         .unwrap() else {
             panic!("expected http");
@@ -655,6 +827,7 @@ mod tests {
             body.clone(),
             false,
             secrets,
+            0,
         )
         .unwrap_err();
         assert_eq!(e.status(), 503);
@@ -666,6 +839,7 @@ mod tests {
             body,
             false,
             secrets,
+            0,
         )
         .unwrap() else {
             panic!()
@@ -712,6 +886,7 @@ mod tests {
                 chat_body(true),
                 true,
                 all_keys,
+                0,
             )
             .unwrap() else {
                 panic!()
@@ -729,6 +904,7 @@ mod tests {
             chat_body(false),
             false,
             all_keys,
+            0,
         )
         .unwrap() else {
             panic!()
@@ -753,6 +929,7 @@ mod tests {
                     chat_body(false),
                     false,
                     all_keys,
+                    0,
                 )
                 .unwrap_err();
                 assert_eq!(e.status(), 400, "{p} {bad}");
@@ -765,6 +942,7 @@ mod tests {
             Map::new(),
             false,
             all_keys,
+            0,
         )
         .unwrap_err();
         assert!(e.message().contains("no embeddings"));
@@ -778,6 +956,7 @@ mod tests {
             model: "m".into(),
             key: None,
             headers: vec![],
+            signed_headers: vec![],
             body: vec![],
             stream: true,
             strip_usage_chunk: false,
@@ -852,6 +1031,7 @@ mod tests {
                 key: Secret::new("zzCANARYzz0123456789"),
             }),
             headers: vec![],
+            signed_headers: vec![],
             body: vec![],
             stream: false,
             strip_usage_chunk: false,
@@ -884,6 +1064,7 @@ mod tests {
             body,
             true,
             secrets,
+            0,
         )
         .unwrap()
         else {

@@ -65,13 +65,15 @@ const BASE_PATHS = {
   anthropic: '/v1',
   gemini: '/v1beta',
   azure: '/openai',
+  cohere: '/v2',
+  bedrock: '',
 };
 
 /** The Worker secret each provider kind reads its key from (config.rs / openai_compat.rs). */
 const SECRET_NAMES = { azure: 'AZURE_OPENAI_API_KEY' };
 
 /** Which mock wire flavor speaks each provider kind. */
-const FLAVORS = { anthropic: 'anthropic', gemini: 'gemini', azure: 'azure' };
+const FLAVORS = { anthropic: 'anthropic', gemini: 'gemini', azure: 'azure', cohere: 'cohere', bedrock: 'bedrock' };
 
 /**
  * @param {object} [opts]
@@ -96,6 +98,7 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
   for (const [name, p] of Object.entries(providers)) {
     const kind = p.kind ?? name;
     gateway.providers[name] = { ...(gateway.providers[name] ?? {}), kind, base_url: mocks[name].url + (BASE_PATHS[kind] ?? '/v1') };
+    if (kind === 'bedrock') gateway.providers[name].region = 'us-east-1';
   }
   // Suites that provoke upstream failures on purpose would otherwise open the
   // circuit breaker for the next test; routing tests turn it back on.
@@ -107,7 +110,12 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
   const vars = { ADMIN_TOKEN };
   for (const [name, p] of Object.entries(providers)) {
     const kind = p.kind ?? name;
-    if (p.apiKey) vars[SECRET_NAMES[kind] ?? `${kind.toUpperCase()}_API_KEY`] = p.apiKey;
+    if (p.apiKey && kind === 'bedrock') {
+      // SigV4 key pair, given as "ACCESS_KEY_ID:SECRET_ACCESS_KEY" (the mock accepts the same form).
+      const [id, secret] = p.apiKey.split(':');
+      vars.AWS_ACCESS_KEY_ID = id;
+      vars.AWS_SECRET_ACCESS_KEY = secret;
+    } else if (p.apiKey) vars[SECRET_NAMES[kind] ?? `${kind.toUpperCase()}_API_KEY`] = p.apiKey;
   }
   Object.assign(vars, secrets);
   const devVars = Object.entries(vars)
