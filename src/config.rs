@@ -34,6 +34,21 @@ pub struct GatewayConfig {
     pub resilience: Resilience,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub pricing: PricingConfig,
+}
+
+/// Operator prices over the built-in table (`data/prices.json`), keyed
+/// `kind/model` (e.g. `"openai/gpt-4o"`), in USD per million tokens.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PricingConfig {
+    #[serde(default)]
+    pub overrides: BTreeMap<String, crate::pricing::PriceOverride>,
+    /// Price for models the table does not know; without it they are
+    /// ledgered as `unpriced` (never as free).
+    #[serde(default)]
+    pub default: Option<crate::pricing::PriceOverride>,
 }
 
 /// When responses are cached (only deterministic requests ever are: explicit
@@ -471,6 +486,10 @@ impl GatewayConfig {
             }
         }
         errors.extend(validate_resilience(&self.resilience));
+        errors.extend(crate::pricing::validate_pricing(
+            &self.pricing.overrides,
+            self.pricing.default.as_ref(),
+        ));
         let c = &self.cache;
         if !(60..=365 * 86_400).contains(&c.default_ttl_secs) || c.default_ttl_secs > c.max_ttl_secs
         {

@@ -81,6 +81,30 @@ impl From<Option<String>> for SqlValue {
     }
 }
 
+impl RequestRow {
+    /// Prices the row's usage: `price` is the answering model's, `None` when
+    /// unpriced. A cache hit costs 0 and records what it saved.
+    pub fn apply_price(&mut self, priced: Option<(&crate::pricing::Price, &'static str)>) {
+        let Some(usage) = self.usage else {
+            self.cost_micros = Some(0);
+            self.pricing = priced.map(|(_, how)| how);
+            return;
+        };
+        let Some((price, how)) = priced else {
+            self.pricing = Some("unpriced");
+            return;
+        };
+        let cost = crate::pricing::cost_micros(price, &usage);
+        self.pricing = Some(how);
+        if self.cache_status == Some("hit") {
+            self.cost_micros = Some(0);
+            self.saved_micros = Some(cost);
+        } else {
+            self.cost_micros = Some(cost);
+        }
+    }
+}
+
 /// One request's row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestRow {
@@ -110,6 +134,13 @@ pub struct RequestRow {
     /// `hit` when answered from the exact cache (not billed), `miss`,
     /// `refresh` or `skip` when the cache was consulted, `None` when it was off.
     pub cache_status: Option<&'static str>,
+    /// What the request cost, in micro-USD (0 for cache hits).
+    pub cost_micros: Option<u64>,
+    /// What a cache hit would have cost, in micro-USD.
+    pub saved_micros: Option<u64>,
+    /// `priced` (the table or an override), `default` (the configured
+    /// default price) or `unpriced` (cost unknown — shown, never 0).
+    pub pricing: Option<&'static str>,
 }
 
 /// One upstream attempt of a request.
@@ -150,8 +181,9 @@ impl AttemptRow {
 pub const INSERT_REQUEST_SQL: &str = "INSERT OR IGNORE INTO requests (\
     request_id, created_at, key_id, endpoint, model_requested, provider, model_used, stream, \
     status, outcome, error_code, prompt_tokens, completion_tokens, total_tokens, \
-    cached_prompt_tokens, reasoning_tokens, usage_source, latency_ms, ttft_ms, metadata, cache_status) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)";
+    cached_prompt_tokens, reasoning_tokens, usage_source, latency_ms, ttft_ms, metadata, cache_status, \
+    cost_micros, saved_micros, pricing) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)";
 
 impl RequestRow {
     /// Values for [`INSERT_REQUEST_SQL`], in placeholder order.
@@ -186,6 +218,9 @@ impl RequestRow {
             self.ttft_ms.into(),
             self.metadata.clone().into(),
             self.cache_status.map(str::to_owned).into(),
+            self.cost_micros.into(),
+            self.saved_micros.into(),
+            self.pricing.map(str::to_owned).into(),
         ]
     }
 }
@@ -221,6 +256,9 @@ mod tests {
             metadata: Some(r#"{"user":"u"}"#.into()),
             attempts: vec![],
             cache_status: None,
+            cost_micros: None,
+            saved_micros: None,
+            pricing: None,
         };
         let v = row.bind_values();
         let placeholders = INSERT_REQUEST_SQL.matches('?').count();
@@ -262,6 +300,57 @@ mod tests {
     }
 
     #[test]
+    fn pricing_a_row_and_a_cache_hit() {
+        let price = crate::pricing::Price::flat(2_500_000, 10_000_000); // $2.50 / $10 per 1M
+        let mut row = RequestRow {
+            request_id: "r".into(),
+            created_at_ms: 0,
+            key_id: "k".into(),
+            endpoint: Endpoint::ChatCompletions,
+            model_requested: None,
+            provider: Some("openai".into()),
+            model_used: Some("gpt-4o".into()),
+            stream: false,
+            status: 200,
+            outcome: Outcome::Ok,
+            error_code: None,
+            usage: Some(Usage {
+                prompt_tokens: 1_000,
+                completion_tokens: 100,
+                total_tokens: 1_100,
+                cached_prompt_tokens: None,
+                reasoning_tokens: None,
+            }),
+            usage_estimated: false,
+            latency_ms: 1,
+            ttft_ms: None,
+            metadata: None,
+            attempts: vec![],
+            cache_status: None,
+            cost_micros: None,
+            saved_micros: None,
+            pricing: None,
+        };
+        row.apply_price(Some((&price, "priced")));
+        // 1000 × 2.5 + 100 × 10 = 3500 micro-USD.
+        assert_eq!(
+            (row.cost_micros, row.saved_micros, row.pricing),
+            (Some(3_500), None, Some("priced"))
+        );
+        row.cache_status = Some("hit");
+        row.apply_price(Some((&price, "priced")));
+        assert_eq!((row.cost_micros, row.saved_micros), (Some(0), Some(3_500)));
+        row.cache_status = None;
+        row.cost_micros = None;
+        row.apply_price(None);
+        assert_eq!(
+            (row.cost_micros, row.pricing),
+            (None, Some("unpriced")),
+            "unknown, never 0"
+        );
+    }
+
+    #[test]
     fn missing_usage_is_marked_not_zero() {
         let row = RequestRow {
             request_id: "r".into(),
@@ -282,6 +371,9 @@ mod tests {
             metadata: None,
             attempts: vec![],
             cache_status: None,
+            cost_micros: None,
+            saved_micros: None,
+            pricing: None,
         };
         let v = row.bind_values();
         assert_eq!(v[11], SqlValue::Null);

@@ -229,7 +229,7 @@ pub async fn insert_request_row(db: &D1Database, row: &RequestRow) {
 
 const REQUEST_COLUMNS: &str = "request_id, created_at, key_id, endpoint, model_requested, provider, \
     model_used, stream, status, outcome, error_code, prompt_tokens, completion_tokens, total_tokens, \
-    cached_prompt_tokens, reasoning_tokens, usage_source, latency_ms, ttft_ms, metadata, cache_status";
+    cached_prompt_tokens, reasoning_tokens, usage_source, latency_ms, ttft_ms, metadata, cache_status, cost_micros, saved_micros, pricing";
 
 /// Newest ledger rows first, optionally for one key.
 pub async fn list_requests(

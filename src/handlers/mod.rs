@@ -24,6 +24,41 @@ use crate::store;
 thread_local! {
     /// Parsed once per isolate: an isolate's bindings never change.
     static CONFIG: RefCell<Option<Rc<GatewayConfig>>> = const { RefCell::new(None) };
+    /// The built-in prices with the operator's overrides, built once per isolate.
+    static PRICES: RefCell<Option<Rc<crate::pricing::PriceTable>>> = const { RefCell::new(None) };
+}
+
+/// Prices a finished ledger row by the answering provider's kind and model.
+pub fn price_row(config: &GatewayConfig, row: &mut crate::ledger::RequestRow) {
+    let table = PRICES.with(|p| p.borrow().clone()).or_else(|| {
+        let built = crate::pricing::builtin()
+            .ok()?
+            .with_overrides(&config.pricing.overrides, config.pricing.default.as_ref())
+            .map_err(|errors| {
+                for e in errors {
+                    console_error!("pricing: {e}");
+                }
+            })
+            .ok()?;
+        let built = Rc::new(built);
+        PRICES.with(|p| *p.borrow_mut() = Some(built.clone()));
+        Some(built)
+    });
+    let priced = match (&table, &row.provider, &row.model_used) {
+        (Some(table), Some(provider), Some(model)) => {
+            let kind = config
+                .providers
+                .get(provider)
+                .map_or(provider.as_str(), |p| p.kind_name(provider));
+            match table.lookup(kind, model) {
+                crate::pricing::Priced::Price(p) => Some((p, "priced")),
+                crate::pricing::Priced::Default(p) => Some((p, "default")),
+                crate::pricing::Priced::Unpriced => None,
+            }
+        }
+        _ => None,
+    };
+    row.apply_price(priced.as_ref().map(|(p, how)| (p, *how)));
 }
 
 fn parse_config(env: &Env) -> Result<GatewayConfig, GatewayError> {

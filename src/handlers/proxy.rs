@@ -14,7 +14,7 @@ use crate::breaker::Admission;
 use crate::cache::{self, CacheEntry};
 use crate::config::{CacheMode, GatewayConfig, RouteConfig};
 use crate::error::GatewayError;
-use crate::handlers::{authenticate_key, circuits, config, database, secret};
+use crate::handlers::{authenticate_key, circuits, config, database, price_row, secret};
 use crate::http::{
     error_response, new_request_id, now_ms, random_bytes, read_body_limited, set_header,
     REQUEST_ID_HEADER,
@@ -71,6 +71,9 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
         metadata: None,
         attempts: Vec::new(),
         cache_status: None,
+        cost_micros: None,
+        saved_micros: None,
+        pricing: None,
     };
     let mut prompt_bytes = 0;
     let mut cache_write: Option<CacheWrite> = None;
@@ -85,6 +88,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
     )
     .await;
     let cache_header = row.cache_status.map(str::to_ascii_uppercase);
+    let gateway_config = config(&env).ok();
     // Share what the attempts taught about provider health, after the response.
     if let Ok(config) = config(&env) {
         let attempts = row.attempts.clone();
@@ -119,7 +123,14 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
             row.status = resp.status_code();
             row.latency_ms = now_ms().saturating_sub(started);
             if let Ok(db) = db {
-                ctx.wait_until(async move { store::insert_request_row(&db, &row).await });
+                ctx.wait_until(async move {
+                    {
+                        if let Some(c) = &gateway_config {
+                            price_row(c, &mut row);
+                        }
+                        store::insert_request_row(&db, &row).await
+                    }
+                });
             }
             resp
         }
@@ -165,7 +176,12 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
                         row.outcome = Outcome::ClientAborted;
                         row.latency_ms = now_ms().saturating_sub(started);
                     }
-                    store::insert_request_row(&db, &row).await;
+                    {
+                        if let Some(c) = &gateway_config {
+                            price_row(c, &mut row);
+                        }
+                        store::insert_request_row(&db, &row).await
+                    };
                 });
             }
             resp
@@ -180,7 +196,14 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
             };
             row.latency_ms = now_ms().saturating_sub(started);
             if let Ok(db) = db {
-                ctx.wait_until(async move { store::insert_request_row(&db, &row).await });
+                ctx.wait_until(async move {
+                    {
+                        if let Some(c) = &gateway_config {
+                            price_row(c, &mut row);
+                        }
+                        store::insert_request_row(&db, &row).await
+                    }
+                });
             }
             error_response(&e, Some(&request_id))
         }

@@ -65,6 +65,9 @@ describe('chat completions', () => {
     assert.equal(row.status, 200);
     assert.equal(row.stream, 0);
     assert.equal(row.usage_source, 'provider');
+    // Priced from data/prices.json: gpt-4o-mini is in the table.
+    assert.equal(row.pricing, 'priced');
+    assert.ok(row.cost_micros > 0, `cost ${row.cost_micros}`);
   });
 
   test('streamed completion: deltas concatenate to the mock text; usage counted even when not asked', async () => {
@@ -196,8 +199,17 @@ describe('embeddings and models', () => {
     assert.equal(row.prompt_tokens, res.usage.prompt_tokens);
   });
 
-  test('demo provider answers without any key', async () => {
-    const r = await client.chat.completions.create({ model: 'demo', messages: [{ role: 'user', content: 'hi' }] });
+  test('demo provider answers without any key (and is ledgered as unpriced, not free)', async () => {
+    const { data: r, response } = await client.chat.completions.create({ model: 'demo', messages: [{ role: 'user', content: 'hi' }] }).withResponse();
+    const id = response.headers.get('x-tollgate-request-id');
+    let row;
+    for (let i = 0; i < 50 && !row; i++) {
+      row = (await stack.admin('GET', `/admin/requests/${id}`)).json;
+      if (row?.error) row = undefined;
+      if (!row) await new Promise((res) => setTimeout(res, 100));
+    }
+    assert.equal(row.pricing, 'unpriced');
+    assert.equal(row.cost_micros, null);
     assert.equal(r.choices[0].message.content, "Hello from tollgate's demo provider. You said: hi");
     const e = await client.embeddings.create({ model: 'demo/echo', input: 'hi' });
     assert.equal(e.data[0].embedding.length, 16);
