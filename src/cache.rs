@@ -475,6 +475,21 @@ pub fn kv_route_prefix(tenant: &str, route: &str) -> String {
     format!("{}{}/", kv_tenant_prefix(tenant), short_hash(route))
 }
 
+/// The route segment of KV names (to purge one route across tenants).
+pub fn kv_route_segment(route: &str) -> String {
+    short_hash(route)
+}
+
+/// Every entry of every tenant.
+pub fn kv_all_prefix() -> String {
+    format!("cache/v{SCHEMA_VERSION}/")
+}
+
+/// Whether a KV name belongs to `route` (any tenant).
+pub fn kv_name_is_route(name: &str, route_segment: &str) -> bool {
+    name.split('/').nth(3) == Some(route_segment)
+}
+
 /// The KV name of an entry: [`kv_route_prefix`] then the [`cache_key`].
 pub fn kv_name(tenant: &str, route: &str, key: &str) -> String {
     format!("{}{key}", kv_route_prefix(tenant, route))

@@ -22,6 +22,7 @@ pub enum Route {
     AdminRequests,
     AdminRequest(String),
     AdminConfig,
+    AdminCache,
     /// A known path with the wrong method; carries the allowed methods.
     MethodNotAllowed(&'static str),
     NotFound,
@@ -37,7 +38,8 @@ impl Route {
             | Self::AdminKeyRevoke(_)
             | Self::AdminRequests
             | Self::AdminRequest(_)
-            | Self::AdminConfig => Guard::Admin,
+            | Self::AdminConfig
+            | Self::AdminCache => Guard::Admin,
         }
     }
 }
@@ -86,6 +88,7 @@ pub fn route(method: &str, path: &str) -> Route {
             None => Route::NotFound,
         },
         ["admin", "config"] => only("GET", Route::AdminConfig),
+        ["admin", "cache"] => only("DELETE", Route::AdminCache),
         _ => Route::NotFound,
     }
 }
@@ -139,6 +142,7 @@ mod tests {
             ("GET", "/admin/requests"),
             ("GET", "/admin/requests/r"),
             ("GET", "/admin/config"),
+            ("DELETE", "/admin/cache"),
         ];
         for (m, p) in paths {
             let r = route(m, p);

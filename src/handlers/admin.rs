@@ -4,8 +4,10 @@
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use worker::{Env, Request, Response, Url};
+use worker::{console_error, Env, Request, Response, Url};
 
+use crate::bindings::CACHE_KV;
+use crate::cache;
 use crate::config::ResolvedKind;
 use crate::error::GatewayError;
 use crate::handlers::{authenticate_admin, config, database, secret};
@@ -30,6 +32,7 @@ pub async fn handle(mut req: Request, env: &Env, route: Route) -> Result<Respons
         (Route::AdminRequests, _) => list_requests(&req, env).await,
         (Route::AdminRequest(id), _) => get_request(env, &id).await,
         (Route::AdminConfig, _) => effective_config(env),
+        (Route::AdminCache, _) => purge_cache(&req, env).await,
         _ => Err(GatewayError::NotFound),
     }
 }
@@ -244,6 +247,78 @@ async fn get_request(env: &Env, id: &str) -> Result<Response, GatewayError> {
         .await?
         .ok_or(GatewayError::ResourceNotFound { what: "request" })?;
     json_response(&row, 200)
+}
+
+/// Most KV deletes one purge call makes (Workers cap operations per
+/// invocation); the answer says whether more remain.
+const PURGE_BATCH: usize = 800;
+
+/// `DELETE /admin/cache?key_id=…&model=…` — purges exact-cache entries: all,
+/// one key's (`key_id`), one route's (`model`, as clients send it), or one
+/// key's entries for one route. Deletes up to 800 entries per call and says
+/// whether more remain (`"more": true` → call again).
+async fn purge_cache(req: &Request, env: &Env) -> Result<Response, GatewayError> {
+    let url: Url = req.url().map_err(|_| GatewayError::invalid("Bad URL."))?;
+    let mut key_id = None;
+    let mut model = None;
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "key_id" => key_id = Some(v.into_owned()),
+            "model" => model = Some(v.into_owned()),
+            other => {
+                return Err(GatewayError::invalid_param(
+                    other,
+                    format!("Unknown query parameter '{other}'; use key_id and/or model."),
+                ))
+            }
+        }
+    }
+    let (prefix, route_filter) = match (&key_id, &model) {
+        (Some(k), Some(m)) => (cache::kv_route_prefix(k, m), None),
+        (Some(k), None) => (cache::kv_tenant_prefix(k), None),
+        (None, Some(m)) => (cache::kv_all_prefix(), Some(cache::kv_route_segment(m))),
+        (None, None) => (cache::kv_all_prefix(), None),
+    };
+    let kv = env.kv(CACHE_KV).map_err(|e| {
+        console_error!("KV binding {CACHE_KV} is missing: {e}");
+        GatewayError::Misconfigured
+    })?;
+    let mut deleted = 0usize;
+    let mut cursor: Option<String> = None;
+    let more = loop {
+        let mut list = kv.list().prefix(prefix.clone()).limit(1000);
+        if let Some(c) = cursor.take() {
+            list = list.cursor(c);
+        }
+        let page = list.execute().await.map_err(|e| {
+            console_error!("cache purge: list failed: {e}");
+            GatewayError::Internal
+        })?;
+        for k in &page.keys {
+            if route_filter
+                .as_deref()
+                .is_some_and(|r| !cache::kv_name_is_route(&k.name, r))
+            {
+                continue;
+            }
+            if deleted >= PURGE_BATCH {
+                break;
+            }
+            if let Err(e) = kv.delete(&k.name).await {
+                console_error!("cache purge: delete failed: {e}");
+                return Err(GatewayError::Internal);
+            }
+            deleted += 1;
+        }
+        if deleted >= PURGE_BATCH {
+            break true;
+        }
+        match page.cursor.filter(|_| !page.list_complete) {
+            Some(c) => cursor = Some(c),
+            None => break false,
+        }
+    };
+    json_response(&json!({"deleted": deleted, "more": more}), 200)
 }
 
 /// `GET /admin/config` — the validated config plus, per provider, where it
