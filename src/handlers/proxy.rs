@@ -394,7 +394,17 @@ fn cache_decision(
     if !wanted {
         return Ok(CacheDecision::Off);
     }
-    if cache::cacheability(endpoint, body).is_err() {
+    // What each link actually sends is the client's body with the link's
+    // `params` over it: every one of those must be deterministic.
+    let deterministic = links.iter().all(|l| match &l.params {
+        None => cache::cacheability(endpoint, body).is_ok(),
+        Some(params) => {
+            let mut merged = body.clone();
+            merged.extend(params.iter().map(|(k, v)| (k.clone(), v.clone())));
+            cache::cacheability(endpoint, &merged).is_ok()
+        }
+    });
+    if !deterministic {
         return Ok(CacheDecision::Skip);
     }
     let ttl_secs = cache::effective_ttl(
@@ -415,9 +425,13 @@ fn cache_decision(
             ));
         }
     }
+    // Links with other `params` give other answers: they are part of the identity.
     let qualified: Vec<String> = links
         .iter()
-        .map(|l| format!("{}/{}", l.provider, l.model))
+        .map(|l| match &l.params {
+            None => format!("{}/{}", l.provider, l.model),
+            Some(p) => format!("{}/{}#{}", l.provider, l.model, Value::Object(p.clone())),
+        })
         .collect();
     let identity = cache::route_identity(model, &qualified);
     let Ok(key) = cache::cache_key(tenant, &identity, endpoint, namespace.as_deref(), body) else {
