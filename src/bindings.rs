@@ -6,6 +6,8 @@ pub const DB: &str = "DB";
 pub const GATEWAY_CONFIG_VAR: &str = "GATEWAY";
 /// KV namespace: the exact response cache.
 pub const CACHE_KV: &str = "CACHE";
+/// Durable Object namespace: one `KeyBudget` per virtual key with limits.
+pub const BUDGETS: &str = "BUDGETS";
 /// Durable Object namespace: one `CircuitBreaker` per provider/model.
 pub const CIRCUITS: &str = "CIRCUITS";
 /// Secret guarding `/admin/*`. Without it the gateway rejects every request.

@@ -36,6 +36,25 @@ pub struct GatewayConfig {
     pub cache: CacheConfig,
     #[serde(default)]
     pub pricing: PricingConfig,
+    #[serde(default)]
+    pub budgets: BudgetConfig,
+}
+
+/// How budgets reserve a request's worst case.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetConfig {
+    /// Output tokens assumed when a request sets no `max_tokens` (reservations
+    /// must be an upper bound; requests that need more should say so).
+    pub default_max_tokens: u64,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self {
+            default_max_tokens: 4_096,
+        }
+    }
 }
 
 /// Operator prices over the built-in table (`data/prices.json`), keyed
@@ -486,6 +505,9 @@ impl GatewayConfig {
             }
         }
         errors.extend(validate_resilience(&self.resilience));
+        if !(1..=1_000_000).contains(&self.budgets.default_max_tokens) {
+            errors.push("budgets.default_max_tokens: must be between 1 and 1000000".to_owned());
+        }
         errors.extend(crate::pricing::validate_pricing(
             &self.pricing.overrides,
             self.pricing.default.as_ref(),

@@ -64,8 +64,28 @@ pub enum GatewayError {
         last: Box<GatewayError>,
         summary: String,
     },
+    /// 402/429: a budget or rate limit of the key (see `budget.rs`).
+    Budget {
+        status: u16,
+        code: &'static str,
+        error_type: &'static str,
+        message: String,
+        retry_after: Option<String>,
+    },
     /// 500: a bug or platform failure; details are only in the log.
     Internal,
+}
+
+impl From<crate::budget::Rejection> for GatewayError {
+    fn from(r: crate::budget::Rejection) -> Self {
+        Self::Budget {
+            status: r.status,
+            code: r.code(),
+            error_type: r.error_type(),
+            retry_after: r.retry_after_secs.map(|s| s.to_string()),
+            message: r.message,
+        }
+    }
 }
 
 impl GatewayError {
@@ -96,6 +116,7 @@ impl GatewayError {
             Self::ProviderNotConfigured { .. } | Self::Misconfigured => 503,
             Self::Upstream { status, .. } => *status,
             Self::UpstreamTimeout { .. } => 504,
+            Self::Budget { status, .. } => *status,
             Self::AllLinksFailed { last, .. } => last.status(),
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamRedirect { .. }
@@ -118,6 +139,7 @@ impl GatewayError {
             Self::Upstream { status: 429, .. } => "rate_limit_error",
             Self::Upstream { status, .. } if *status < 500 => "invalid_request_error",
             Self::AllLinksFailed { last, .. } => last.error_type(),
+            Self::Budget { error_type, .. } => error_type,
             Self::ProviderNotConfigured { .. }
             | Self::Misconfigured
             | Self::Upstream { .. }
@@ -147,6 +169,7 @@ impl GatewayError {
             Self::UpstreamRedirect { .. } => "upstream_redirect",
             Self::UpstreamInvalidResponse { .. } => "upstream_invalid_response",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::Budget { code, .. } => code,
             Self::AllLinksFailed { last, .. } => last.code(),
             Self::Internal => "internal_error",
         }
@@ -180,7 +203,7 @@ impl GatewayError {
             Self::Misconfigured => "The gateway is not configured correctly and rejects all \
                                     requests until it is; the operator should check its logs."
                 .to_owned(),
-            Self::Upstream { message, .. } => message.clone(),
+            Self::Upstream { message, .. } | Self::Budget { message, .. } => message.clone(),
             Self::UpstreamUnreachable { provider } => {
                 format!("Could not reach provider '{provider}'.")
             }
@@ -211,7 +234,9 @@ impl GatewayError {
     /// `Retry-After` to send with this error, if any.
     pub fn retry_after(&self) -> Option<&str> {
         match self {
-            Self::Upstream { retry_after, .. } => retry_after.as_deref(),
+            Self::Upstream { retry_after, .. } | Self::Budget { retry_after, .. } => {
+                retry_after.as_deref()
+            }
             Self::AllLinksFailed { last, .. } => last.retry_after(),
             _ => None,
         }

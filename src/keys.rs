@@ -95,6 +95,10 @@ pub struct KeyGrant {
     /// May send an inline route in `x-tollgate-config`.
     #[serde(default)]
     pub allow_inline_config: bool,
+    /// Budgets and rate limits, enforced by the key's `KeyBudget` Durable
+    /// Object; `None`: unlimited (no Durable Object call at all).
+    #[serde(default)]
+    pub limits: Option<crate::budget::Limits>,
 }
 
 impl KeyGrant {
@@ -209,6 +213,7 @@ mod tests {
             name: "n".into(),
             allowed_models: None,
             allow_inline_config: false,
+            limits: None,
         };
         assert!(g.may_use("anything", "openai", "openai/gpt-4o"));
         g.allowed_models = Some(vec!["openai/*".into(), "fast".into()]);

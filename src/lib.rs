@@ -25,6 +25,8 @@ pub mod usage;
 pub mod walker;
 
 #[cfg(target_arch = "wasm32")]
+mod budget_do;
+#[cfg(target_arch = "wasm32")]
 mod circuit_do;
 #[cfg(target_arch = "wasm32")]
 mod handlers;

@@ -19,6 +19,7 @@ pub enum Route {
     AdminKeys,
     AdminKey(String),
     AdminKeyRevoke(String),
+    AdminKeyBudget(String),
     AdminRequests,
     AdminRequest(String),
     AdminConfig,
@@ -36,6 +37,7 @@ impl Route {
             Self::AdminKeys
             | Self::AdminKey(_)
             | Self::AdminKeyRevoke(_)
+            | Self::AdminKeyBudget(_)
             | Self::AdminRequests
             | Self::AdminRequest(_)
             | Self::AdminConfig
@@ -80,6 +82,10 @@ pub fn route(method: &str, path: &str) -> Route {
         },
         ["admin", "keys", id, "revoke"] => match plain_id(id) {
             Some(id) => only("POST", Route::AdminKeyRevoke(id)),
+            None => Route::NotFound,
+        },
+        ["admin", "keys", id, "budget"] => match plain_id(id) {
+            Some(id) => only("GET", Route::AdminKeyBudget(id)),
             None => Route::NotFound,
         },
         ["admin", "requests"] => only("GET", Route::AdminRequests),
@@ -143,6 +149,7 @@ mod tests {
             ("GET", "/admin/requests/r"),
             ("GET", "/admin/config"),
             ("DELETE", "/admin/cache"),
+            ("GET", "/admin/keys/k/budget"),
         ];
         for (m, p) in paths {
             let r = route(m, p);

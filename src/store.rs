@@ -40,6 +40,9 @@ pub struct KeyRecord {
     /// 1 when the key may send an inline route in `x-tollgate-config`.
     #[serde(default)]
     pub allow_inline_config: f64,
+    /// JSON `budget::Limits`; NULL = unlimited.
+    #[serde(default)]
+    pub limits: Option<String>,
 }
 
 impl KeyRecord {
@@ -59,6 +62,13 @@ impl KeyRecord {
                 .as_ref()
                 .map(|_| self.allowed_models_list().unwrap_or_default()),
             allow_inline_config: self.allow_inline_config > 0.0,
+            // Stored limits that do not parse admit nothing (fail closed).
+            limits: self.limits.as_deref().map(|l| {
+                serde_json::from_str(l).unwrap_or(crate::budget::Limits {
+                    rpm: Some(0),
+                    ..Default::default()
+                })
+            }),
         }
     }
 
@@ -74,12 +84,13 @@ impl KeyRecord {
             "created_at": self.created_at as u64,
             "revoked_at": self.revoked_at.map(|t| t as u64),
             "allow_inline_config": self.allow_inline_config > 0.0,
+            "limits": self.limits.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok()),
         })
     }
 }
 
 const KEY_COLUMNS: &str =
-    "id, key_prefix, name, allowed_models, metadata, created_at, revoked_at, allow_inline_config";
+    "id, key_prefix, name, allowed_models, metadata, created_at, revoked_at, allow_inline_config, limits";
 
 /// The active key with this hash, if any.
 pub async fn find_active_key(
@@ -108,6 +119,7 @@ pub struct NewKey<'a> {
     pub metadata: Option<String>,
     pub created_at: u64,
     pub allow_inline_config: bool,
+    pub limits: Option<String>,
 }
 
 pub async fn insert_key(db: &D1Database, k: &NewKey<'_>) -> Result<(), GatewayError> {
@@ -120,10 +132,11 @@ pub async fn insert_key(db: &D1Database, k: &NewKey<'_>) -> Result<(), GatewayEr
         k.metadata.clone().into(),
         Some(k.created_at).into(),
         SqlValue::Int(i64::from(k.allow_inline_config)),
+        k.limits.clone().into(),
     ];
     db.prepare(
         "INSERT INTO virtual_keys (id, key_hash, key_prefix, name, allowed_models, metadata, created_at, \
-         allow_inline_config) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         allow_inline_config, limits) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .bind(&values.iter().map(js).collect::<Vec<_>>())
     .map_err(|e| db_error("bind", &e))?
@@ -154,30 +167,36 @@ pub async fn list_keys(db: &D1Database) -> Result<Vec<KeyRecord>, GatewayError> 
     .map_err(|e| db_error("list keys", &e))
 }
 
-/// Updates name, allowed models and/or the inline-config permission; `None`
-/// leaves a field as it is.
-pub async fn update_key(
-    db: &D1Database,
-    id: &str,
-    name: Option<&str>,
-    allowed_models: Option<Option<String>>,
-    allow_inline_config: Option<bool>,
-) -> Result<(), GatewayError> {
-    let (set_models, models) = match allowed_models {
-        Some(m) => (1, m),
-        None => (0, None),
+/// Changes to a key; `None` leaves a field as it is, `Some(None)` clears it.
+#[derive(Default)]
+pub struct KeyUpdate<'a> {
+    pub name: Option<&'a str>,
+    pub allowed_models: Option<Option<String>>,
+    pub allow_inline_config: Option<bool>,
+    pub limits: Option<Option<String>>,
+}
+
+pub async fn update_key(db: &D1Database, id: &str, u: KeyUpdate<'_>) -> Result<(), GatewayError> {
+    let set = |v: Option<Option<String>>| match v {
+        Some(m) => (SqlValue::Int(1), SqlValue::from(m)),
+        None => (SqlValue::Int(0), SqlValue::Null),
     };
+    let (set_models, models) = set(u.allowed_models);
+    let (set_limits, limits) = set(u.limits);
     let values = [
         SqlValue::Text(id.to_owned()),
-        name.map(str::to_owned).into(),
-        SqlValue::Int(set_models),
-        models.into(),
-        allow_inline_config.map(u64::from).into(),
+        u.name.map(str::to_owned).into(),
+        set_models,
+        models,
+        u.allow_inline_config.map(u64::from).into(),
+        set_limits,
+        limits,
     ];
     db.prepare(
         "UPDATE virtual_keys SET name = COALESCE(?2, name), \
          allowed_models = CASE WHEN ?3 = 1 THEN ?4 ELSE allowed_models END, \
-         allow_inline_config = COALESCE(?5, allow_inline_config) WHERE id = ?1",
+         allow_inline_config = COALESCE(?5, allow_inline_config), \
+         limits = CASE WHEN ?6 = 1 THEN ?7 ELSE limits END WHERE id = ?1",
     )
     .bind(&values.iter().map(js).collect::<Vec<_>>())
     .map_err(|e| db_error("bind", &e))?

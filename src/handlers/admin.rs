@@ -32,6 +32,7 @@ pub async fn handle(mut req: Request, env: &Env, route: Route) -> Result<Respons
         (Route::AdminRequests, _) => list_requests(&req, env).await,
         (Route::AdminRequest(id), _) => get_request(env, &id).await,
         (Route::AdminConfig, _) => effective_config(env),
+        (Route::AdminKeyBudget(id), _) => key_budget(env, &id).await,
         (Route::AdminCache, _) => purge_cache(&req, env).await,
         _ => Err(GatewayError::NotFound),
     }
@@ -47,6 +48,16 @@ struct CreateKey {
     metadata: Option<Map<String, Value>>,
     #[serde(default)]
     allow_inline_config: bool,
+    #[serde(default)]
+    limits: Option<crate::budget::Limits>,
+}
+
+/// Validates limits from the admin API and stores them as JSON.
+fn limits_json(limits: &crate::budget::Limits) -> Result<String, GatewayError> {
+    limits
+        .validate("limits")
+        .map_err(|errors| GatewayError::invalid_param("limits", errors.join("; ")))?;
+    serde_json::to_string(limits).map_err(|_| GatewayError::Internal)
 }
 
 fn validate_name(name: &str) -> Result<(), GatewayError> {
@@ -106,6 +117,7 @@ async fn create_key(req: &mut Request, env: &Env) -> Result<Response, GatewayErr
             metadata,
             created_at,
             allow_inline_config: input.allow_inline_config,
+            limits: input.limits.as_ref().map(limits_json).transpose()?,
         },
     )
     .await?;
@@ -139,13 +151,13 @@ async fn get_key(env: &Env, id: &str) -> Result<Response, GatewayError> {
 /// `PATCH /admin/keys/{id}` — `{"name"?: string, "allowed_models"?: [..] | null,
 /// "allow_inline_config"?: bool}`.
 async fn update_key(req: &mut Request, env: &Env, id: &str) -> Result<Response, GatewayError> {
-    const FIELDS: [&str; 3] = ["name", "allowed_models", "allow_inline_config"];
+    const FIELDS: [&str; 4] = ["name", "allowed_models", "allow_inline_config", "limits"];
     let body = read_admin_json(req).await?;
     if let Some(unknown) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(GatewayError::invalid_param(
             unknown,
             format!(
-                "Unknown field '{unknown}'; only name, allowed_models and allow_inline_config can be changed."
+                "Unknown field '{unknown}'; only name, allowed_models, allow_inline_config and limits can be changed."
             ),
         ));
     }
@@ -192,7 +204,27 @@ async fn update_key(req: &mut Request, env: &Env, id: &str) -> Result<Response, 
     store::get_key(&db, id)
         .await?
         .ok_or(GatewayError::ResourceNotFound { what: "key" })?;
-    store::update_key(&db, id, name, allowed_models, allow_inline_config).await?;
+    let limits = match body.get("limits") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(v) => {
+            let l: crate::budget::Limits = serde_json::from_value(v.clone()).map_err(|e| {
+                GatewayError::invalid_param("limits", format!("Invalid limits: {e}."))
+            })?;
+            Some(Some(limits_json(&l)?))
+        }
+    };
+    store::update_key(
+        &db,
+        id,
+        store::KeyUpdate {
+            name,
+            allowed_models,
+            allow_inline_config,
+            limits,
+        },
+    )
+    .await?;
     get_key(env, id).await
 }
 
@@ -247,6 +279,24 @@ async fn get_request(env: &Env, id: &str) -> Result<Response, GatewayError> {
         .await?
         .ok_or(GatewayError::ResourceNotFound { what: "request" })?;
     json_response(&row, 200)
+}
+
+/// `GET /admin/keys/{id}/budget` — the key's limits and its live state from
+/// its `KeyBudget` Durable Object: spend and remaining per day, month and
+/// lifetime, requests and tokens in the last minute, open reservations.
+async fn key_budget(env: &Env, id: &str) -> Result<Response, GatewayError> {
+    let db = database(env)?;
+    let record = store::get_key(&db, id)
+        .await?
+        .ok_or(GatewayError::ResourceNotFound { what: "key" })?;
+    let Some(limits) = record.grant().limits else {
+        return json_response(&json!({"key_id": id, "limits": null}), 200);
+    };
+    let snapshot = crate::handlers::budgets::snapshot(env, id, &limits).await?;
+    json_response(
+        &json!({"key_id": id, "limits": limits, "state": snapshot}),
+        200,
+    )
 }
 
 /// Most KV deletes one purge call makes (Workers cap operations per

@@ -4,6 +4,7 @@
 //! the request.
 
 pub mod admin;
+pub mod budgets;
 pub mod circuits;
 pub mod health;
 pub mod models;
@@ -28,8 +29,13 @@ thread_local! {
     static PRICES: RefCell<Option<Rc<crate::pricing::PriceTable>>> = const { RefCell::new(None) };
 }
 
-/// Prices a finished ledger row by the answering provider's kind and model.
-pub fn price_row(config: &GatewayConfig, row: &mut crate::ledger::RequestRow) {
+/// The price of `provider/model` (by the provider's kind), and how it was
+/// found: `priced` (table or override) or `default`; `None` when unpriced.
+pub fn lookup_price(
+    config: &GatewayConfig,
+    provider: &str,
+    model: &str,
+) -> Option<(crate::pricing::Price, &'static str)> {
     let table = PRICES.with(|p| p.borrow().clone()).or_else(|| {
         let built = crate::pricing::builtin()
             .ok()?
@@ -43,19 +49,22 @@ pub fn price_row(config: &GatewayConfig, row: &mut crate::ledger::RequestRow) {
         let built = Rc::new(built);
         PRICES.with(|p| *p.borrow_mut() = Some(built.clone()));
         Some(built)
-    });
-    let priced = match (&table, &row.provider, &row.model_used) {
-        (Some(table), Some(provider), Some(model)) => {
-            let kind = config
-                .providers
-                .get(provider)
-                .map_or(provider.as_str(), |p| p.kind_name(provider));
-            match table.lookup(kind, model) {
-                crate::pricing::Priced::Price(p) => Some((p, "priced")),
-                crate::pricing::Priced::Default(p) => Some((p, "default")),
-                crate::pricing::Priced::Unpriced => None,
-            }
-        }
+    })?;
+    let kind = config
+        .providers
+        .get(provider)
+        .map_or(provider, |p| p.kind_name(provider));
+    match table.lookup(kind, model) {
+        crate::pricing::Priced::Price(p) => Some((p, "priced")),
+        crate::pricing::Priced::Default(p) => Some((p, "default")),
+        crate::pricing::Priced::Unpriced => None,
+    }
+}
+
+/// Prices a finished ledger row by the answering provider's kind and model.
+pub fn price_row(config: &GatewayConfig, row: &mut crate::ledger::RequestRow) {
+    let priced = match (&row.provider, &row.model_used) {
+        (Some(provider), Some(model)) => lookup_price(config, provider, model),
         _ => None,
     };
     row.apply_price(priced.as_ref().map(|(p, how)| (p, *how)));

@@ -11,10 +11,11 @@ use worker::{console_error, AbortController, Context, Delay, Env, Headers, Reque
 
 use crate::bindings::CACHE_KV;
 use crate::breaker::Admission;
+use crate::budget::Admission as BudgetAdmission;
 use crate::cache::{self, CacheEntry};
 use crate::config::{CacheMode, GatewayConfig, RouteConfig};
 use crate::error::GatewayError;
-use crate::handlers::{authenticate_key, circuits, config, database, price_row, secret};
+use crate::handlers::{authenticate_key, budgets, circuits, config, database, price_row, secret};
 use crate::http::{
     error_response, new_request_id, now_ms, random_bytes, read_body_limited, set_header,
     REQUEST_ID_HEADER,
@@ -75,18 +76,8 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
         saved_micros: None,
         pricing: None,
     };
-    let mut prompt_bytes = 0;
-    let mut cache_write: Option<CacheWrite> = None;
-    let result = proxy(
-        &mut req,
-        &env,
-        &grant,
-        endpoint,
-        &mut row,
-        &mut prompt_bytes,
-        &mut cache_write,
-    )
-    .await;
+    let mut after = AfterResponse::default();
+    let result = proxy(&mut req, &env, &grant, endpoint, &mut row, &mut after).await;
     let cache_header = row.cache_status.map(str::to_ascii_uppercase);
     let gateway_config = config(&env).ok();
     // Share what the attempts taught about provider health, after the response.
@@ -102,7 +93,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
             if let Some(h) = &cache_header {
                 set_header(resp.headers(), CACHE_HEADER, h);
             }
-            if let (Some(write), Some(body)) = (cache_write, body) {
+            if let (Some(write), Some(body)) = (after.cache_write.take(), body) {
                 let env = env.clone();
                 let provider = row.provider.clone().unwrap_or_default();
                 ctx.wait_until(async move {
@@ -128,6 +119,12 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
                         if let Some(c) = &gateway_config {
                             price_row(c, &mut row);
                         }
+                        if after.budget_held {
+                            let tokens = row.usage.map_or(0, |u| u.total_tokens);
+                            let micros = row.cost_micros.unwrap_or(0);
+                            budgets::settle(&env, &row.key_id, &row.request_id, micros, tokens)
+                                .await;
+                        }
                         store::insert_request_row(&db, &row).await
                     }
                 });
@@ -144,7 +141,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
                 ctx.wait_until(async move {
                     if let Ok(report) = report.await {
                         if let (Some(write), Some(completion)) =
-                            (&cache_write, report.summary.completion.clone())
+                            (&after.cache_write, report.summary.completion.clone())
                         {
                             let provider = row.provider.clone().unwrap_or_default();
                             match CacheEntry::from_completion(completion, &provider, started / 1000)
@@ -158,8 +155,10 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
                         if row.usage.is_none() {
                             // The provider never reported usage (cut stream, or
                             // none sent): record an honest estimate, flagged.
-                            row.usage =
-                                Some(estimate_usage(prompt_bytes, report.summary.delivered_chars));
+                            row.usage = Some(estimate_usage(
+                                after.prompt_bytes,
+                                report.summary.delivered_chars,
+                            ));
                             row.usage_estimated = true;
                         }
                         row.ttft_ms = report.ttft_ms;
@@ -179,6 +178,12 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
                     {
                         if let Some(c) = &gateway_config {
                             price_row(c, &mut row);
+                        }
+                        if after.budget_held {
+                            let tokens = row.usage.map_or(0, |u| u.total_tokens);
+                            let micros = row.cost_micros.unwrap_or(0);
+                            budgets::settle(&env, &row.key_id, &row.request_id, micros, tokens)
+                                .await;
                         }
                         store::insert_request_row(&db, &row).await
                     };
@@ -200,6 +205,12 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
                     {
                         if let Some(c) = &gateway_config {
                             price_row(c, &mut row);
+                        }
+                        if after.budget_held {
+                            let tokens = row.usage.map_or(0, |u| u.total_tokens);
+                            let micros = row.cost_micros.unwrap_or(0);
+                            budgets::settle(&env, &row.key_id, &row.request_id, micros, tokens)
+                                .await;
                         }
                         store::insert_request_row(&db, &row).await
                     }
@@ -263,8 +274,7 @@ async fn proxy(
     grant: &KeyGrant,
     endpoint: Endpoint,
     row: &mut RequestRow,
-    prompt_bytes: &mut u64,
-    cache_write: &mut Option<CacheWrite>,
+    after: &mut AfterResponse,
 ) -> Result<Answer, GatewayError> {
     let config = config(env)?;
     row.metadata = parse_metadata(
@@ -276,7 +286,7 @@ async fn proxy(
     )?;
     let inline = inline_route(req, &config, grant)?;
     let raw = read_body_limited(req, config.limits.max_body_bytes).await?;
-    *prompt_bytes = raw.len() as u64;
+    after.prompt_bytes = raw.len() as u64;
     let body = parse_json_object(&raw)?;
     check_json_safety(&Value::Object(body.clone()), config.limits.max_json_depth)?;
     let (model, stream, body) = match endpoint {
@@ -310,6 +320,19 @@ async fn proxy(
             code: "model_not_allowed",
         });
     }
+    if let Some(limits) = &grant.limits {
+        let (micros, tokens) =
+            worst_case(&config, &links, endpoint, &body, after.prompt_bytes, limits)?;
+        let admission = BudgetAdmission {
+            reservation_id: row.request_id.clone(),
+            worst_case_micros: micros,
+            worst_case_tokens: tokens,
+            // Past the request's own deadline, plus the 30 s `wait_until` grace.
+            ttl_ms: config.resilience.deadline_ms.saturating_add(60_000),
+        };
+        budgets::admit(env, &grant.id, limits, admission).await?;
+        after.budget_held = true;
+    }
     let decision = cache_decision(req, &config, endpoint, &body, &grant.id, &model, &links)?;
     row.cache_status = decision.status();
     let mut keep_body = None;
@@ -322,7 +345,7 @@ async fn proxy(
             }
         }
         keep_body = Some(write.max_entry_bytes);
-        *cache_write = Some(write);
+        after.cache_write = Some(write);
     }
     let shape = RequestShape {
         endpoint,
@@ -331,6 +354,65 @@ async fn proxy(
         keep_body,
     };
     walk(env, &config, &links, shape, row).await
+}
+
+/// What `handle` does after the response: ledger estimate, cache write,
+/// budget settle.
+#[derive(Default)]
+struct AfterResponse {
+    prompt_bytes: u64,
+    cache_write: Option<CacheWrite>,
+    /// The key's `KeyBudget` holds a reservation for this request.
+    budget_held: bool,
+}
+
+/// The most a request can cost (micro-USD) and use (tokens) over every link
+/// it may reach: the prompt at its upper bound (body bytes + template
+/// allowance) and `max_tokens` — or the configured default when absent.
+/// A link with no price cannot be bounded, so a key with a USD budget is
+/// refused it rather than admitted for free.
+fn worst_case(
+    config: &GatewayConfig,
+    links: &[Link],
+    endpoint: Endpoint,
+    body: &Map<String, Value>,
+    body_bytes: u64,
+    limits: &crate::budget::Limits,
+) -> Result<(u64, u64), GatewayError> {
+    let prompt = crate::pricing::estimate_prompt_tokens_upper_bound(
+        usize::try_from(body_bytes).unwrap_or(usize::MAX),
+    );
+    let output = match endpoint {
+        Endpoint::Embeddings => 0,
+        Endpoint::ChatCompletions => ["max_completion_tokens", "max_tokens"]
+            .iter()
+            .find_map(|k| body.get(*k).and_then(Value::as_u64))
+            .unwrap_or(config.budgets.default_max_tokens),
+    };
+    let has_usd = limits.micro_usd_per_day.is_some()
+        || limits.micro_usd_per_month.is_some()
+        || limits.micro_usd_lifetime.is_some();
+    let mut micros = 0;
+    for l in links {
+        match crate::handlers::lookup_price(config, &l.provider, &l.model) {
+            Some((price, _)) => {
+                micros = micros.max(crate::pricing::worst_case_micros(&price, prompt, output));
+            }
+            None if has_usd => {
+                return Err(GatewayError::InvalidRequest {
+                    message: format!(
+                        "This key has a spending limit, and '{}/{}' has no price on this gateway; \
+                         the operator must add one ([vars.GATEWAY.pricing]).",
+                        l.provider, l.model
+                    ),
+                    param: Some("model".to_owned()),
+                    code: "model_unpriced",
+                });
+            }
+            None => {}
+        }
+    }
+    Ok((micros, prompt.saturating_add(output)))
 }
 
 /// `x-tollgate-cache`: the request's cache control, and the response's cache status.

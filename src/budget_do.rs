@@ -1,0 +1,128 @@
+//! `KeyBudget` Durable Object: one per virtual key with limits, the single
+//! authority for that key's budgets and rate limits (KV is never one). It runs
+//! the pure state machine in `budget.rs` on its own clock and persists the
+//! state after every change; an alarm releases reservations whose Worker
+//! never settled them.
+//!
+//! Requests (JSON):
+//! - `POST /admit` `{"limits", "admission"}` → `{"reservation": …}` or `{"rejection": …}`
+//! - `POST /settle` `{"id", "micros", "tokens"}` → `{"outcome": …}`
+//! - `POST /snapshot` `{"limits"}` → the snapshot
+
+use std::cell::RefCell;
+
+use serde::Deserialize;
+use serde_json::json;
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+
+use crate::budget::{Admission, BudgetState, Limits};
+
+const STATE_KEY: &str = "budget";
+
+#[durable_object]
+pub struct KeyBudget {
+    state: State,
+    current: RefCell<Option<BudgetState>>,
+}
+
+#[derive(Deserialize)]
+struct AdmitBody {
+    limits: Limits,
+    admission: Admission,
+}
+
+#[derive(Deserialize)]
+struct SettleBody {
+    id: String,
+    micros: u64,
+    tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct SnapshotBody {
+    limits: Limits,
+}
+
+fn now_ms() -> u64 {
+    worker::Date::now().as_millis()
+}
+
+impl KeyBudget {
+    async fn load(&self) -> BudgetState {
+        if let Some(s) = self.current.borrow().clone() {
+            return s;
+        }
+        let stored: Option<BudgetState> = self.state.storage().get(STATE_KEY).await.ok().flatten();
+        let s = stored.unwrap_or_default();
+        *self.current.borrow_mut() = Some(s.clone());
+        s
+    }
+
+    /// Persists, then makes sure an alarm will release the next expiring
+    /// reservation. The output gate holds the response until the write is
+    /// durable, so an answer never describes state that could be lost.
+    async fn save(&self, s: BudgetState) -> Result<()> {
+        let next = s.next_expiry();
+        self.state.storage().put(STATE_KEY, &s).await?;
+        *self.current.borrow_mut() = Some(s);
+        if let Some(at) = next {
+            let at = i64::try_from(at).unwrap_or(i64::MAX);
+            let current = self.state.storage().get_alarm().await.ok().flatten();
+            if current.is_none_or(|c| c > at) {
+                self.state.storage().set_alarm(at).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DurableObject for KeyBudget {
+    fn new(state: State, _env: Env) -> Self {
+        Self {
+            state,
+            current: RefCell::new(None),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let path = req.path();
+        let mut s = self.load().await;
+        match path.as_str() {
+            "/admit" => {
+                let Ok(body) = req.json::<AdmitBody>().await else {
+                    return Response::error("bad admit", 400);
+                };
+                // Check and reserve with no await in between: the input gate
+                // keeps every other request to this key out until it is saved.
+                let outcome = s.admit(now_ms(), &body.limits, body.admission);
+                self.save(s).await?;
+                match outcome {
+                    Ok(r) => Response::from_json(&json!({ "reservation": r })),
+                    Err(r) => Response::from_json(&json!({ "rejection": r })),
+                }
+            }
+            "/settle" => {
+                let Ok(body) = req.json::<SettleBody>().await else {
+                    return Response::error("bad settle", 400);
+                };
+                let outcome = s.settle(now_ms(), &body.id, body.micros, body.tokens);
+                self.save(s).await?;
+                Response::from_json(&json!({ "outcome": format!("{outcome:?}") }))
+            }
+            "/snapshot" => {
+                let Ok(body) = req.json::<SnapshotBody>().await else {
+                    return Response::error("bad snapshot", 400);
+                };
+                Response::from_json(&s.snapshot(now_ms(), &body.limits))
+            }
+            _ => Response::error("not found", 404),
+        }
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        let mut s = self.load().await;
+        s.expire(now_ms());
+        self.save(s).await?;
+        Response::ok("")
+    }
+}
