@@ -388,10 +388,13 @@ describe('streams: invisible fallback before the commit point, an explicit error
     const s = await chatStream({ model: 'cut', messages: [{ role: 'user', content: LONG_PROMPT }] });
     assert.equal(s.status, 200);
     assert.equal(s.headers.get('x-tollgate-provider'), 'openai');
+    // A TCP reset lets the receiving kernel drop bytes not yet read, so the
+    // gateway may see fewer than the 20 chunks written: it must forward every
+    // one it saw, in order — a prefix of the answer — and nothing more.
     const chunks = contentChunks(s.events);
-    assert.equal(chunks.length, 20, 'the 20 content chunks sent before the reset');
+    assert.ok(chunks.length >= 1 && chunks.length <= 20, `content chunks before the reset: ${chunks.length}`);
     const words = reply('openai', LONG_PROMPT).split(' ');
-    assert.equal(contentOf(s.events), words.slice(0, 20).join(' ') + ' ');
+    assert.equal(contentOf(s.events), words.slice(0, chunks.length).join(' ') + ' ');
     assert.equal(s.events.filter(isRole).length, 1, 'no second stream start');
     assert.equal(s.events.filter(isDone).length, 0, 'no [DONE]');
     const last = s.events.at(-1);
@@ -415,7 +418,7 @@ describe('streams: invisible fallback before the commit point, an explicit error
     async () => {
       openai().enqueue({ match: { model: 'cut-usage' }, cutAfterChunks: 20, resetAfterBytes: 1e9 });
       const s = await chatStream({ model: 'cut-usage', messages: [{ role: 'user', content: LONG_PROMPT }] });
-      assert.equal(contentChunks(s.events).length, 20);
+      assert.ok(contentChunks(s.events).length >= 1);
       const row = await ledgerRow(s.requestId);
       assert.equal(row.outcome, 'upstream_truncated');
       assert.ok(row.prompt_tokens > 0, `prompt_tokens: ${row.prompt_tokens}`);
