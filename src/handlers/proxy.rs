@@ -114,20 +114,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
             row.status = resp.status_code();
             row.latency_ms = now_ms().saturating_sub(started);
             if let Ok(db) = db {
-                ctx.wait_until(async move {
-                    {
-                        if let Some(c) = &gateway_config {
-                            price_row(c, &mut row);
-                        }
-                        if after.budget_held {
-                            let tokens = row.usage.map_or(0, |u| u.total_tokens);
-                            let micros = row.cost_micros.unwrap_or(0);
-                            budgets::settle(&env, &row.key_id, &row.request_id, micros, tokens)
-                                .await;
-                        }
-                        store::insert_request_row(&db, &row).await
-                    }
-                });
+                ctx.wait_until(finish_row(env, db, gateway_config, after.budget_held, row));
             }
             resp
         }
@@ -175,18 +162,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
                         row.outcome = Outcome::ClientAborted;
                         row.latency_ms = now_ms().saturating_sub(started);
                     }
-                    {
-                        if let Some(c) = &gateway_config {
-                            price_row(c, &mut row);
-                        }
-                        if after.budget_held {
-                            let tokens = row.usage.map_or(0, |u| u.total_tokens);
-                            let micros = row.cost_micros.unwrap_or(0);
-                            budgets::settle(&env, &row.key_id, &row.request_id, micros, tokens)
-                                .await;
-                        }
-                        store::insert_request_row(&db, &row).await
-                    };
+                    finish_row(env, db, gateway_config, after.budget_held, row).await;
                 });
             }
             resp
@@ -201,24 +177,31 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
             };
             row.latency_ms = now_ms().saturating_sub(started);
             if let Ok(db) = db {
-                ctx.wait_until(async move {
-                    {
-                        if let Some(c) = &gateway_config {
-                            price_row(c, &mut row);
-                        }
-                        if after.budget_held {
-                            let tokens = row.usage.map_or(0, |u| u.total_tokens);
-                            let micros = row.cost_micros.unwrap_or(0);
-                            budgets::settle(&env, &row.key_id, &row.request_id, micros, tokens)
-                                .await;
-                        }
-                        store::insert_request_row(&db, &row).await
-                    }
-                });
+                ctx.wait_until(finish_row(env, db, gateway_config, after.budget_held, row));
             }
             error_response(&e, Some(&request_id))
         }
     }
+}
+
+/// After the response: price the row, settle the key's budget reservation
+/// with the real cost, write the ledger row (and its attempts).
+async fn finish_row(
+    env: Env,
+    db: worker::D1Database,
+    config: Option<std::rc::Rc<GatewayConfig>>,
+    budget_held: bool,
+    mut row: RequestRow,
+) {
+    if let Some(c) = &config {
+        price_row(c, &mut row);
+    }
+    if budget_held {
+        let tokens = row.usage.map_or(0, |u| u.total_tokens);
+        let micros = row.cost_micros.unwrap_or(0);
+        budgets::settle(&env, &row.key_id, &row.request_id, micros, tokens).await;
+    }
+    store::insert_request_row(&db, &row).await;
 }
 
 /// Reads `x-tollgate-config`, if sent: an inline route, allowed only for keys
