@@ -211,12 +211,69 @@ const CACHEABLE_FINISH: [&str; 3] = ["stop", "length", "tool_calls"];
 
 // ------------------------------------------------------------ cacheability
 
-/// `Ok` when the request may be cached; otherwise the reason, for the `SKIP`
-/// header. See the module docs.
+/// An operator's caching policy (global, per key or per route; the most
+/// specific level that sets a field wins: route, then key, then global).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachePolicy {
+    /// `off` | `opt-in` | `on`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<crate::config::CacheMode>,
+    /// Cache requests that carry `tools` (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<bool>,
+    /// Highest `temperature` whose answers are cached (default 0: only
+    /// deterministic requests). A missing temperature counts as 1, the
+    /// providers' default. A `seed` makes any temperature cacheable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_temperature: Option<f64>,
+}
+
+impl CachePolicy {
+    /// `self` with every field `over` sets replaced.
+    #[must_use]
+    pub fn overlay(&self, over: &CachePolicy) -> CachePolicy {
+        CachePolicy {
+            mode: over.mode.or(self.mode),
+            tools: over.tools.or(self.tools),
+            max_temperature: over.max_temperature.or(self.max_temperature),
+        }
+    }
+
+    /// Problems with the policy's values.
+    pub fn validate(&self, at: &str) -> Vec<String> {
+        match self.max_temperature {
+            Some(t) if !(0.0..=2.0).contains(&t) => {
+                vec![format!("{at}.max_temperature: must be between 0 and 2")]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// `Ok` when the request may be cached under the default policy; otherwise
+/// the reason, for the `SKIP` header. See the module docs.
 pub fn cacheability(endpoint: Endpoint, body: &Map<String, Value>) -> Result<(), &'static str> {
+    cacheability_with(endpoint, body, &CachePolicy::default())
+}
+
+/// [`cacheability`] under an operator's policy.
+pub fn cacheability_with(
+    endpoint: Endpoint,
+    body: &Map<String, Value>,
+    policy: &CachePolicy,
+) -> Result<(), &'static str> {
     match endpoint {
         Endpoint::Embeddings => Ok(()),
-        Endpoint::ChatCompletions => chat_cacheability(body),
+        Endpoint::ChatCompletions => {
+            let has_tools = present(body, "tools")
+                .and_then(Value::as_array)
+                .is_some_and(|t| !t.is_empty());
+            if has_tools && policy.tools == Some(false) {
+                return Err("tools_not_cached");
+            }
+            chat_cacheability(body, policy.max_temperature.unwrap_or(0.0))
+        }
     }
 }
 
@@ -225,10 +282,12 @@ fn present<'a>(body: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     body.get(name).filter(|v| !v.is_null())
 }
 
-fn chat_cacheability(body: &Map<String, Value>) -> Result<(), &'static str> {
-    let temperature_zero = present(body, "temperature").and_then(Value::as_f64) == Some(0.0);
+fn chat_cacheability(body: &Map<String, Value>, max_temperature: f64) -> Result<(), &'static str> {
+    // A missing temperature means the provider's default, 1.
+    let temperature = present(body, "temperature").map_or(Some(1.0), Value::as_f64);
+    let within = temperature.is_some_and(|t| t <= max_temperature);
     let seeded = present(body, "seed").is_some_and(|s| s.is_i64() || s.is_u64());
-    if !temperature_zero && !seeded {
+    if !within && !seeded {
         return Err("nondeterministic");
     }
     if present(body, "n").is_some_and(|n| n.as_u64() != Some(1)) {
@@ -1306,6 +1365,56 @@ pub fn effective_ttl(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_levels_and_rules() {
+        let body = |v: Value| v.as_object().unwrap().clone();
+        let chat = Endpoint::ChatCompletions;
+        let tools = body(
+            json!({"temperature": 0, "tools": [{"type": "function", "function": {"name": "f"}}]}),
+        );
+        assert_eq!(
+            cacheability_with(chat, &tools, &CachePolicy::default()),
+            Ok(())
+        );
+        let no_tools = CachePolicy {
+            tools: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(
+            cacheability_with(chat, &tools, &no_tools),
+            Err("tools_not_cached")
+        );
+        let warm = body(json!({"temperature": 0.3}));
+        assert_eq!(
+            cacheability_with(chat, &warm, &CachePolicy::default()),
+            Err("nondeterministic")
+        );
+        let lenient = CachePolicy {
+            max_temperature: Some(0.5),
+            ..Default::default()
+        };
+        assert_eq!(cacheability_with(chat, &warm, &lenient), Ok(()));
+        // A missing temperature is 1: only a ceiling of 1 or more admits it.
+        assert!(cacheability_with(chat, &body(json!({})), &lenient).is_err());
+        let global = CachePolicy {
+            tools: Some(true),
+            max_temperature: Some(0.2),
+            ..Default::default()
+        };
+        let route = CachePolicy {
+            tools: Some(false),
+            ..Default::default()
+        };
+        let eff = global.overlay(&route);
+        assert_eq!((eff.tools, eff.max_temperature), (Some(false), Some(0.2)));
+        assert!(!CachePolicy {
+            max_temperature: Some(3.0),
+            ..Default::default()
+        }
+        .validate("x")
+        .is_empty());
+    }
     use crate::openai::{CompletionTokensDetails, PromptTokensDetails};
     use crate::sse::{SseDecoder, DEFAULT_MAX_LINE_BYTES};
     use serde_json::json;

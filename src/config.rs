@@ -84,7 +84,7 @@ pub enum CacheMode {
 }
 
 /// The exact cache in KV.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     pub mode: CacheMode,
@@ -94,6 +94,21 @@ pub struct CacheConfig {
     pub max_ttl_secs: u64,
     /// Entries larger than this are not stored.
     pub max_entry_bytes: u64,
+    /// Cache requests that carry `tools` (keys and routes may override).
+    pub tools: bool,
+    /// Highest `temperature` whose answers are cached (0: deterministic only).
+    pub max_temperature: f64,
+}
+
+impl CacheConfig {
+    /// The global level of the cache policy.
+    pub fn policy(&self) -> crate::cache::CachePolicy {
+        crate::cache::CachePolicy {
+            mode: Some(self.mode),
+            tools: Some(self.tools),
+            max_temperature: Some(self.max_temperature),
+        }
+    }
 }
 
 impl Default for CacheConfig {
@@ -103,6 +118,8 @@ impl Default for CacheConfig {
             default_ttl_secs: 3_600,
             max_ttl_secs: 7 * 86_400,
             max_entry_bytes: 1024 * 1024,
+            tools: true,
+            max_temperature: 0.0,
         }
     }
 }
@@ -186,6 +203,9 @@ pub struct RouteConfig {
     /// e.g. `[401]` to fall back when a provider rejects the gateway's key.
     #[serde(default)]
     pub on_status_codes: Vec<u16>,
+    /// This route's cache policy (over the key's and the global one).
+    #[serde(default)]
+    pub cache: Option<crate::cache::CachePolicy>,
 }
 
 /// One target of a route: a model, or another route.
@@ -523,6 +543,12 @@ impl GatewayConfig {
             errors.push(
                 "cache.max_ttl_secs: must be between 60 s (KV's minimum) and 1 year".to_owned(),
             );
+        }
+        errors.extend(c.policy().validate("cache"));
+        for (name, route) in &self.routes {
+            if let Some(p) = &route.cache {
+                errors.extend(p.validate(&format!("routes.{name}.cache")));
+            }
         }
         if !(1024..=25 * 1024 * 1024).contains(&c.max_entry_bytes) {
             errors.push(

@@ -85,7 +85,7 @@ pub const UNAUTHORIZED_UNKNOWN: GatewayError = GatewayError::Unauthorized {
 };
 
 /// A key as the gateway sees it at request time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyGrant {
     pub id: String,
     pub name: String,
@@ -99,6 +99,9 @@ pub struct KeyGrant {
     /// Object; `None`: unlimited (no Durable Object call at all).
     #[serde(default)]
     pub limits: Option<crate::budget::Limits>,
+    /// This key's cache policy (over the global one).
+    #[serde(default)]
+    pub cache: Option<crate::cache::CachePolicy>,
 }
 
 impl KeyGrant {
@@ -214,6 +217,7 @@ mod tests {
             allowed_models: None,
             allow_inline_config: false,
             limits: None,
+            cache: None,
         };
         assert!(g.may_use("anything", "openai", "openai/gpt-4o"));
         g.allowed_models = Some(vec!["openai/*".into(), "fast".into()]);

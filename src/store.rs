@@ -43,6 +43,9 @@ pub struct KeyRecord {
     /// JSON `budget::Limits`; NULL = unlimited.
     #[serde(default)]
     pub limits: Option<String>,
+    /// JSON `cache::CachePolicy`; NULL = the global policy.
+    #[serde(default)]
+    pub cache_policy: Option<String>,
 }
 
 impl KeyRecord {
@@ -69,6 +72,13 @@ impl KeyRecord {
                     ..Default::default()
                 })
             }),
+            // A stored policy that does not parse turns caching off.
+            cache: self.cache_policy.as_deref().map(|p| {
+                serde_json::from_str(p).unwrap_or(crate::cache::CachePolicy {
+                    mode: Some(crate::config::CacheMode::Off),
+                    ..Default::default()
+                })
+            }),
         }
     }
 
@@ -85,12 +95,13 @@ impl KeyRecord {
             "revoked_at": self.revoked_at.map(|t| t as u64),
             "allow_inline_config": self.allow_inline_config > 0.0,
             "limits": self.limits.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok()),
+            "cache": self.cache_policy.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok()),
         })
     }
 }
 
 const KEY_COLUMNS: &str =
-    "id, key_prefix, name, allowed_models, metadata, created_at, revoked_at, allow_inline_config, limits";
+    "id, key_prefix, name, allowed_models, metadata, created_at, revoked_at, allow_inline_config, limits, cache_policy";
 
 /// The active key with this hash, if any.
 pub async fn find_active_key(
@@ -120,6 +131,7 @@ pub struct NewKey<'a> {
     pub created_at: u64,
     pub allow_inline_config: bool,
     pub limits: Option<String>,
+    pub cache_policy: Option<String>,
 }
 
 pub async fn insert_key(db: &D1Database, k: &NewKey<'_>) -> Result<(), GatewayError> {
@@ -133,10 +145,11 @@ pub async fn insert_key(db: &D1Database, k: &NewKey<'_>) -> Result<(), GatewayEr
         Some(k.created_at).into(),
         SqlValue::Int(i64::from(k.allow_inline_config)),
         k.limits.clone().into(),
+        k.cache_policy.clone().into(),
     ];
     db.prepare(
         "INSERT INTO virtual_keys (id, key_hash, key_prefix, name, allowed_models, metadata, created_at, \
-         allow_inline_config, limits) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         allow_inline_config, limits, cache_policy) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .bind(&values.iter().map(js).collect::<Vec<_>>())
     .map_err(|e| db_error("bind", &e))?
@@ -174,6 +187,7 @@ pub struct KeyUpdate<'a> {
     pub allowed_models: Option<Option<String>>,
     pub allow_inline_config: Option<bool>,
     pub limits: Option<Option<String>>,
+    pub cache_policy: Option<Option<String>>,
 }
 
 pub async fn update_key(db: &D1Database, id: &str, u: KeyUpdate<'_>) -> Result<(), GatewayError> {
@@ -183,6 +197,7 @@ pub async fn update_key(db: &D1Database, id: &str, u: KeyUpdate<'_>) -> Result<(
     };
     let (set_models, models) = set(u.allowed_models);
     let (set_limits, limits) = set(u.limits);
+    let (set_policy, policy) = set(u.cache_policy);
     let values = [
         SqlValue::Text(id.to_owned()),
         u.name.map(str::to_owned).into(),
@@ -191,12 +206,15 @@ pub async fn update_key(db: &D1Database, id: &str, u: KeyUpdate<'_>) -> Result<(
         u.allow_inline_config.map(u64::from).into(),
         set_limits,
         limits,
+        set_policy,
+        policy,
     ];
     db.prepare(
         "UPDATE virtual_keys SET name = COALESCE(?2, name), \
          allowed_models = CASE WHEN ?3 = 1 THEN ?4 ELSE allowed_models END, \
          allow_inline_config = COALESCE(?5, allow_inline_config), \
-         limits = CASE WHEN ?6 = 1 THEN ?7 ELSE limits END WHERE id = ?1",
+         limits = CASE WHEN ?6 = 1 THEN ?7 ELSE limits END, \
+         cache_policy = CASE WHEN ?8 = 1 THEN ?9 ELSE cache_policy END WHERE id = ?1",
     )
     .bind(&values.iter().map(js).collect::<Vec<_>>())
     .map_err(|e| db_error("bind", &e))?

@@ -50,6 +50,17 @@ struct CreateKey {
     allow_inline_config: bool,
     #[serde(default)]
     limits: Option<crate::budget::Limits>,
+    #[serde(default)]
+    cache: Option<crate::cache::CachePolicy>,
+}
+
+/// Validates a key's cache policy and stores it as JSON.
+fn policy_json(policy: &crate::cache::CachePolicy) -> Result<String, GatewayError> {
+    let errors = policy.validate("cache");
+    if !errors.is_empty() {
+        return Err(GatewayError::invalid_param("cache", errors.join("; ")));
+    }
+    serde_json::to_string(policy).map_err(|_| GatewayError::Internal)
 }
 
 /// Validates limits from the admin API and stores them as JSON.
@@ -118,6 +129,7 @@ async fn create_key(req: &mut Request, env: &Env) -> Result<Response, GatewayErr
             created_at,
             allow_inline_config: input.allow_inline_config,
             limits: input.limits.as_ref().map(limits_json).transpose()?,
+            cache_policy: input.cache.as_ref().map(policy_json).transpose()?,
         },
     )
     .await?;
@@ -151,13 +163,19 @@ async fn get_key(env: &Env, id: &str) -> Result<Response, GatewayError> {
 /// `PATCH /admin/keys/{id}` — `{"name"?: string, "allowed_models"?: [..] | null,
 /// "allow_inline_config"?: bool}`.
 async fn update_key(req: &mut Request, env: &Env, id: &str) -> Result<Response, GatewayError> {
-    const FIELDS: [&str; 4] = ["name", "allowed_models", "allow_inline_config", "limits"];
+    const FIELDS: [&str; 5] = [
+        "name",
+        "allowed_models",
+        "allow_inline_config",
+        "limits",
+        "cache",
+    ];
     let body = read_admin_json(req).await?;
     if let Some(unknown) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(GatewayError::invalid_param(
             unknown,
             format!(
-                "Unknown field '{unknown}'; only name, allowed_models, allow_inline_config and limits can be changed."
+                "Unknown field '{unknown}'; only name, allowed_models, allow_inline_config, limits and cache can be changed."
             ),
         ));
     }
@@ -214,6 +232,16 @@ async fn update_key(req: &mut Request, env: &Env, id: &str) -> Result<Response, 
             Some(Some(limits_json(&l)?))
         }
     };
+    let cache_policy = match body.get("cache") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(v) => {
+            let p: crate::cache::CachePolicy = serde_json::from_value(v.clone()).map_err(|e| {
+                GatewayError::invalid_param("cache", format!("Invalid cache policy: {e}."))
+            })?;
+            Some(Some(policy_json(&p)?))
+        }
+    };
     store::update_key(
         &db,
         id,
@@ -222,6 +250,7 @@ async fn update_key(req: &mut Request, env: &Env, id: &str) -> Result<Response, 
             allowed_models,
             allow_inline_config,
             limits,
+            cache_policy,
         },
     )
     .await?;

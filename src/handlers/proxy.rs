@@ -316,7 +316,19 @@ async fn proxy(
         budgets::admit(env, &grant.id, limits, admission).await?;
         after.budget_held = true;
     }
-    let decision = cache_decision(req, &config, endpoint, &body, &grant.id, &model, &links)?;
+    let route_policy = inline
+        .as_ref()
+        .or_else(|| config.routes.get(&model))
+        .and_then(|r| r.cache.clone())
+        .unwrap_or_default();
+    let policy = config
+        .cache
+        .policy()
+        .overlay(&grant.cache.clone().unwrap_or_default())
+        .overlay(&route_policy);
+    let decision = cache_decision(
+        req, &config, &policy, endpoint, &body, &grant.id, &model, &links,
+    )?;
     row.cache_status = decision.status();
     let mut keep_body = None;
     if let CacheDecision::Use { read, write } = decision {
@@ -432,9 +444,14 @@ impl CacheDecision {
 /// Applies the operator's cache mode and the request's controls
 /// (`x-tollgate-cache: exact | off | refresh`, `x-tollgate-cache-ttl`,
 /// `x-tollgate-cache-namespace`). Entries are scoped to the virtual key.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "every input is a distinct part of the decision"
+)]
 fn cache_decision(
     req: &Request,
     config: &GatewayConfig,
+    policy: &cache::CachePolicy,
     endpoint: Endpoint,
     body: &Map<String, Value>,
     tenant: &str,
@@ -443,7 +460,8 @@ fn cache_decision(
 ) -> Result<CacheDecision, GatewayError> {
     let header = |name: &str| req.headers().get(name).ok().flatten();
     let control = header(CACHE_HEADER).map(|v| v.trim().to_ascii_lowercase());
-    let (wanted, read) = match (control.as_deref(), config.cache.mode) {
+    let mode = policy.mode.unwrap_or(config.cache.mode);
+    let (wanted, read) = match (control.as_deref(), mode) {
         (Some("off"), _) | (_, CacheMode::Off) => (false, false),
         (Some("exact"), _) => (true, true),
         (Some("refresh"), _) => (true, false),
@@ -462,11 +480,11 @@ fn cache_decision(
     // What each link actually sends is the client's body with the link's
     // `params` over it: every one of those must be deterministic.
     let deterministic = links.iter().all(|l| match &l.params {
-        None => cache::cacheability(endpoint, body).is_ok(),
+        None => cache::cacheability_with(endpoint, body, policy).is_ok(),
         Some(params) => {
             let mut merged = body.clone();
             merged.extend(params.iter().map(|(k, v)| (k.clone(), v.clone())));
-            cache::cacheability(endpoint, &merged).is_ok()
+            cache::cacheability_with(endpoint, &merged, policy).is_ok()
         }
     });
     if !deterministic {
