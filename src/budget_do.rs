@@ -63,8 +63,9 @@ impl KeyBudget {
     /// durable, so an answer never describes state that could be lost.
     async fn save(&self, s: BudgetState) -> Result<()> {
         let next = s.next_expiry();
+        // The in-memory copy first: it is what the next request reads.
+        *self.current.borrow_mut() = Some(s.clone());
         self.state.storage().put(STATE_KEY, &s).await?;
-        *self.current.borrow_mut() = Some(s);
         if let Some(at) = next {
             let at = i64::try_from(at).unwrap_or(i64::MAX);
             let current = self.state.storage().get_alarm().await.ok().flatten();
@@ -86,14 +87,17 @@ impl DurableObject for KeyBudget {
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let path = req.path();
+        // Read the body BEFORE taking the state: awaiting the body is not
+        // storage I/O, so the input gate would let other requests in between
+        // and they would admit against a stale copy (lost reservations).
+        // From here to `save` only storage is awaited, which the gate covers.
+        let text = req.text().await?;
         let mut s = self.load().await;
         match path.as_str() {
             "/admit" => {
-                let Ok(body) = req.json::<AdmitBody>().await else {
+                let Ok(body) = serde_json::from_str::<AdmitBody>(&text) else {
                     return Response::error("bad admit", 400);
                 };
-                // Check and reserve with no await in between: the input gate
-                // keeps every other request to this key out until it is saved.
                 let outcome = s.admit(now_ms(), &body.limits, body.admission);
                 self.save(s).await?;
                 match outcome {
@@ -102,7 +106,7 @@ impl DurableObject for KeyBudget {
                 }
             }
             "/settle" => {
-                let Ok(body) = req.json::<SettleBody>().await else {
+                let Ok(body) = serde_json::from_str::<SettleBody>(&text) else {
                     return Response::error("bad settle", 400);
                 };
                 let outcome = s.settle(now_ms(), &body.id, body.micros, body.tokens);
@@ -110,7 +114,7 @@ impl DurableObject for KeyBudget {
                 Response::from_json(&json!({ "outcome": format!("{outcome:?}") }))
             }
             "/snapshot" => {
-                let Ok(body) = req.json::<SnapshotBody>().await else {
+                let Ok(body) = serde_json::from_str::<SnapshotBody>(&text) else {
                     return Response::error("bad snapshot", 400);
                 };
                 Response::from_json(&s.snapshot(now_ms(), &body.limits))
