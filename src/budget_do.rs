@@ -36,6 +36,12 @@ struct SettleBody {
     id: String,
     micros: u64,
     tokens: u64,
+    /// With limits and thresholds, the answer lists the alerts this settle
+    /// raised (each fires once per window; the state remembers).
+    #[serde(default)]
+    limits: Option<Limits>,
+    #[serde(default)]
+    thresholds: Vec<u8>,
 }
 
 #[derive(Deserialize)]
@@ -109,9 +115,16 @@ impl DurableObject for KeyBudget {
                 let Ok(body) = serde_json::from_str::<SettleBody>(&text) else {
                     return Response::error("bad settle", 400);
                 };
-                let outcome = s.settle(now_ms(), &body.id, body.micros, body.tokens);
+                let now = now_ms();
+                let outcome = s.settle(now, &body.id, body.micros, body.tokens);
+                let alerts = match &body.limits {
+                    Some(limits) if !body.thresholds.is_empty() => {
+                        s.thresholds_crossed(now, limits, &body.thresholds)
+                    }
+                    _ => Vec::new(),
+                };
                 self.save(s).await?;
-                Response::from_json(&json!({ "outcome": format!("{outcome:?}") }))
+                Response::from_json(&json!({ "outcome": format!("{outcome:?}"), "alerts": alerts }))
             }
             "/snapshot" => {
                 let Ok(body) = serde_json::from_str::<SnapshotBody>(&text) else {

@@ -38,6 +38,27 @@ pub struct GatewayConfig {
     pub pricing: PricingConfig,
     #[serde(default)]
     pub budgets: BudgetConfig,
+    #[serde(default)]
+    pub alerts: AlertConfig,
+}
+
+/// Budget threshold alerts: each threshold fires once per window, is
+/// recorded in D1 and is POSTed to every webhook (operator config only).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertConfig {
+    pub webhook_urls: Vec<String>,
+    /// Percentages of a budget that raise an alert.
+    pub thresholds: Vec<u8>,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        Self {
+            webhook_urls: Vec::new(),
+            thresholds: crate::budget::DEFAULT_THRESHOLDS.to_vec(),
+        }
+    }
 }
 
 /// How budgets reserve a request's worst case.
@@ -525,6 +546,20 @@ impl GatewayConfig {
             }
         }
         errors.extend(validate_resilience(&self.resilience));
+        for (i, url) in self.alerts.webhook_urls.iter().enumerate() {
+            // Same rules as provider URLs: https, or http to this machine.
+            if let Err(e) = validate_base_url(url, ResolvedKind::Demo) {
+                errors.push(format!("alerts.webhook_urls[{i}]: {e}"));
+            }
+        }
+        if self
+            .alerts
+            .thresholds
+            .iter()
+            .any(|t| !(1..=100).contains(t))
+        {
+            errors.push("alerts.thresholds: percentages from 1 to 100".to_owned());
+        }
         if !(1..=1_000_000).contains(&self.budgets.default_max_tokens) {
             errors.push("budgets.default_max_tokens: must be between 1 and 1000000".to_owned());
         }

@@ -264,6 +264,30 @@ pub async fn insert_request_row(db: &D1Database, row: &RequestRow) {
     }
 }
 
+/// Records a budget alert; false when this key/limit/threshold/window was
+/// already recorded (so it is never sent twice).
+pub async fn insert_alert(db: &D1Database, values: &[SqlValue]) -> bool {
+    let stmt = db
+        .prepare(
+            "INSERT OR IGNORE INTO alerts (key_id, limit_kind, threshold_pct, window_start, created_at, payload) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(&values.iter().map(js).collect::<Vec<_>>());
+    match stmt {
+        Ok(s) => match s.run().await {
+            Ok(r) => r.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0) > 0,
+            Err(e) => {
+                console_error!("alert write failed: {e}");
+                false
+            }
+        },
+        Err(e) => {
+            console_error!("alert write failed: {e}");
+            false
+        }
+    }
+}
+
 const REQUEST_COLUMNS: &str = "request_id, created_at, key_id, endpoint, model_requested, provider, \
     model_used, stream, status, outcome, error_code, prompt_tokens, completion_tokens, total_tokens, \
     cached_prompt_tokens, reasoning_tokens, usage_source, latency_ms, ttft_ms, metadata, cache_status, cost_micros, saved_micros, pricing";

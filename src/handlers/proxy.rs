@@ -114,7 +114,13 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
             row.status = resp.status_code();
             row.latency_ms = now_ms().saturating_sub(started);
             if let Ok(db) = db {
-                ctx.wait_until(finish_row(env, db, gateway_config, after.budget_held, row));
+                ctx.wait_until(finish_row(
+                    env,
+                    db,
+                    gateway_config,
+                    after.budget_held.clone(),
+                    row,
+                ));
             }
             resp
         }
@@ -162,7 +168,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
                         row.outcome = Outcome::ClientAborted;
                         row.latency_ms = now_ms().saturating_sub(started);
                     }
-                    finish_row(env, db, gateway_config, after.budget_held, row).await;
+                    finish_row(env, db, gateway_config, after.budget_held.clone(), row).await;
                 });
             }
             resp
@@ -177,7 +183,13 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
             };
             row.latency_ms = now_ms().saturating_sub(started);
             if let Ok(db) = db {
-                ctx.wait_until(finish_row(env, db, gateway_config, after.budget_held, row));
+                ctx.wait_until(finish_row(
+                    env,
+                    db,
+                    gateway_config,
+                    after.budget_held.clone(),
+                    row,
+                ));
             }
             error_response(&e, Some(&request_id))
         }
@@ -190,16 +202,35 @@ async fn finish_row(
     env: Env,
     db: worker::D1Database,
     config: Option<std::rc::Rc<GatewayConfig>>,
-    budget_held: bool,
+    budget_held: Option<crate::budget::Limits>,
     mut row: RequestRow,
 ) {
     if let Some(c) = &config {
         price_row(c, &mut row);
     }
-    if budget_held {
+    if let Some(limits) = budget_held {
         let tokens = row.usage.map_or(0, |u| u.total_tokens);
         let micros = row.cost_micros.unwrap_or(0);
-        budgets::settle(&env, &row.key_id, &row.request_id, micros, tokens).await;
+        let thresholds = config
+            .as_ref()
+            .map(|c| c.alerts.thresholds.clone())
+            .unwrap_or_default();
+        let alerts = budgets::settle(
+            &env,
+            &row.key_id,
+            &row.request_id,
+            (micros, tokens),
+            &limits,
+            &thresholds,
+        )
+        .await;
+        if !alerts.is_empty() {
+            let webhooks = config
+                .as_ref()
+                .map(|c| c.alerts.webhook_urls.clone())
+                .unwrap_or_default();
+            budgets::deliver_alerts(&db, &webhooks, &row.key_id, &alerts, now_ms()).await;
+        }
     }
     store::insert_request_row(&db, &row).await;
 }
@@ -314,7 +345,7 @@ async fn proxy(
             ttl_ms: config.resilience.deadline_ms.saturating_add(60_000),
         };
         budgets::admit(env, &grant.id, limits, admission).await?;
-        after.budget_held = true;
+        after.budget_held = Some(limits.clone());
     }
     let route_policy = inline
         .as_ref()
@@ -357,8 +388,8 @@ async fn proxy(
 struct AfterResponse {
     prompt_bytes: u64,
     cache_write: Option<CacheWrite>,
-    /// The key's `KeyBudget` holds a reservation for this request.
-    budget_held: bool,
+    /// The key's limits when its `KeyBudget` holds a reservation for this request.
+    budget_held: Option<crate::budget::Limits>,
 }
 
 /// The most a request can cost (micro-USD) and use (tokens) over every link
