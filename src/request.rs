@@ -233,6 +233,51 @@ pub fn parse_embeddings(body: Map<String, Value>) -> Result<EmbeddingsEnvelope, 
     Ok(EmbeddingsEnvelope { model, body })
 }
 
+/// The texts of an embeddings `input` for a provider that takes text only
+/// (no token arrays), at most `max` of them.
+pub fn embedding_texts<'a>(
+    body: &'a Map<String, Value>,
+    provider: &str,
+    max: usize,
+) -> Result<Vec<&'a str>, GatewayError> {
+    let texts: Vec<&str> = match body.get("input") {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str().ok_or_else(|| {
+                    GatewayError::invalid_param(
+                        "input",
+                        format!(
+                            "{provider} embeddings take text: 'input' must be a string or an array of \
+                             strings (token arrays are not supported)."
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        _ => {
+            return Err(GatewayError::invalid_param(
+                "input",
+                "'input' must be a string or an array of strings.",
+            ))
+        }
+    };
+    if texts.is_empty() {
+        return Err(GatewayError::invalid_param(
+            "input",
+            "'input' must not be empty.",
+        ));
+    }
+    if texts.len() > max {
+        return Err(GatewayError::invalid_param(
+            "input",
+            format!("{provider} embeds at most {max} inputs per request."),
+        ));
+    }
+    Ok(texts)
+}
+
 /// Limits on `x-tollgate-metadata`, which is stored in every ledger row.
 pub const MAX_METADATA_BYTES: usize = 1024;
 pub const MAX_METADATA_KEYS: usize = 16;

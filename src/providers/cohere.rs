@@ -1330,39 +1330,7 @@ pub fn embeddings_to_wire(
     body: &Map<String, Value>,
     upstream_model: &str,
 ) -> Result<Value, GatewayError> {
-    let texts: Vec<&str> = match body.get("input") {
-        Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| {
-                i.as_str().ok_or_else(|| {
-                    GatewayError::invalid_param(
-                        "input",
-                        "Cohere embeddings take text: 'input' must be a string or an array of \
-                         strings (token arrays are not supported).",
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        _ => {
-            return Err(GatewayError::invalid_param(
-                "input",
-                "'input' must be a string or an array of strings.",
-            ))
-        }
-    };
-    if texts.is_empty() {
-        return Err(GatewayError::invalid_param(
-            "input",
-            "'input' must not be empty.",
-        ));
-    }
-    if texts.len() > MAX_EMBED_TEXTS {
-        return Err(GatewayError::invalid_param(
-            "input",
-            format!("Cohere embeds at most {MAX_EMBED_TEXTS} inputs per request."),
-        ));
-    }
+    let texts = crate::request::embedding_texts(body, "Cohere", MAX_EMBED_TEXTS)?;
     let input_type = match body.get("input_type") {
         None | Some(Value::Null) => DEFAULT_EMBED_INPUT_TYPE,
         Some(v) => v

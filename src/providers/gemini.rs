@@ -1663,39 +1663,7 @@ pub fn embeddings_to_wire(
     body: &Map<String, Value>,
     upstream_model: &str,
 ) -> Result<Value, GatewayError> {
-    let inputs: Vec<&str> = match body.get("input") {
-        Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| {
-                i.as_str().ok_or_else(|| {
-                    GatewayError::invalid_param(
-                        "input",
-                        "Gemini embeddings take text: 'input' must be a string or an array of \
-                         strings (token arrays are not supported).",
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        _ => {
-            return Err(GatewayError::invalid_param(
-                "input",
-                "'input' must be a string or an array of strings.",
-            ))
-        }
-    };
-    if inputs.is_empty() {
-        return Err(GatewayError::invalid_param(
-            "input",
-            "'input' must not be empty.",
-        ));
-    }
-    if inputs.len() > MAX_EMBED_BATCH {
-        return Err(GatewayError::invalid_param(
-            "input",
-            format!("Gemini embeds at most {MAX_EMBED_BATCH} inputs per request."),
-        ));
-    }
+    let inputs = crate::request::embedding_texts(body, "Gemini", MAX_EMBED_BATCH)?;
     let dimensions = match body.get("dimensions") {
         None | Some(Value::Null) => None,
         Some(d) => Some(d.as_u64().filter(|&d| d > 0).ok_or_else(|| {
