@@ -111,6 +111,13 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// Whether any budget is in money (an unpriced model cannot be bounded).
+    pub fn has_usd_budget(&self) -> bool {
+        self.micro_usd_per_day.is_some()
+            || self.micro_usd_per_month.is_some()
+            || self.micro_usd_lifetime.is_some()
+    }
+
     /// Every problem at once; `at` prefixes messages (e.g. `keys.abc.limits`).
     pub fn validate(&self, at: &str) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
@@ -296,6 +303,18 @@ impl Rejection {
         }
     }
 
+    /// The same refusal, worded for a parent budget: the state machine
+    /// speaks of "this key", but a project's object refuses for all its keys.
+    pub fn for_project(mut self, project_id: &str) -> Self {
+        let m = self
+            .message
+            .replace("This key's", "Its")
+            .replace("this key's", "its")
+            .replace("This key has", "It has");
+        self.message = format!("Project '{project_id}' (this key's team budget): {m}");
+        self
+    }
+
     /// Sort key: permanent first, then the longest wait.
     fn wait_rank(&self) -> (bool, u64) {
         (
@@ -345,6 +364,8 @@ impl Spend {
 enum ClosedHow {
     Settled,
     Expired,
+    /// Withdrawn before it went upstream (another scope refused the request).
+    Released,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -967,7 +988,11 @@ impl BudgetState {
                 if let Some(b) = self.existing_bucket(c.admitted_at_ms / 1_000) {
                     b.tokens = b.tokens.saturating_add(actual_tokens);
                 }
-                self.expired_unsettled = self.expired_unsettled.saturating_sub(1);
+                // (A released id is never settled by the gateway; if one is,
+                // the spend happened and is counted like a late settle.)
+                if c.how == ClosedHow::Expired {
+                    self.expired_unsettled = self.expired_unsettled.saturating_sub(1);
+                }
                 self.remember(
                     reservation_id,
                     Closed {
@@ -993,6 +1018,34 @@ impl BudgetState {
                 SettleOutcome::Unknown { actual_micros }
             }
         }
+    }
+
+    /// Withdraws an open reservation that never went upstream — a parent
+    /// (team/project) budget refused the request after this key admitted it.
+    /// Nothing is charged and the request leaves the RPM/TPM window, so a
+    /// refusal elsewhere costs this scope nothing. Idempotent; returns whether
+    /// a reservation was open.
+    pub fn release(&mut self, now_ms: u64, reservation_id: &str) -> bool {
+        self.prune(now_ms);
+        let Some(r) = self.open.remove(reservation_id) else {
+            return false;
+        };
+        if let Some(b) = self.existing_bucket(r.admitted_at_ms / 1_000) {
+            b.requests = b.requests.saturating_sub(1);
+            b.tokens = b.tokens.saturating_sub(r.tokens);
+        }
+        self.remember(
+            reservation_id,
+            Closed {
+                at_ms: now_ms,
+                how: ClosedHow::Released,
+                admitted_at_ms: r.admitted_at_ms,
+                reserved_tokens: r.tokens,
+                day_start_ms: r.day_start_ms,
+                month_start_ms: r.month_start_ms,
+            },
+        );
+        true
     }
 
     fn remember(&mut self, id: &str, c: Closed) {
@@ -1577,6 +1630,61 @@ mod tests {
             s.admit(e.resets_at_ms.unwrap(), &limits, adm("b", 0, 0))
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn project_rejections_name_the_project() {
+        let limits = Limits {
+            rpm: Some(1),
+            ..Limits::default()
+        };
+        let mut s = BudgetState::new();
+        s.admit(t0(), &limits, adm("a", 0, 0)).unwrap();
+        let e = s
+            .admit(t0() + 1, &limits, adm("b", 0, 0))
+            .unwrap_err()
+            .for_project("search");
+        assert!(
+            e.message
+                .starts_with("Project 'search' (this key's team budget): Its limit of 1 requests per minute is reached."),
+            "{}",
+            e.message
+        );
+        assert_eq!((e.status, e.code()), (429, "rate_limit_exceeded"));
+    }
+
+    #[test]
+    fn release_withdraws_a_reservation_without_charge_or_rate_use() {
+        let limits = Limits {
+            rpm: Some(1),
+            tpm: Some(1_000),
+            micro_usd_per_day: Some(100),
+            ..Limits::default()
+        };
+        let now = t0();
+        let mut s = BudgetState::new();
+        s.admit(now, &limits, adm("a", 60, 900)).unwrap();
+        assert!(s.release(now + 5, "a"));
+        assert_eq!(s.open_reservations().count(), 0);
+        // Its RPM slot, TPM tokens and budget room are all free again.
+        s.admit(now + 10, &limits, adm("b", 100, 1_000)).unwrap();
+        assert_eq!(
+            s.settle(now + 20, "b", 100, 1_000),
+            SettleOutcome::Settled {
+                reserved_micros: 100,
+                actual_micros: 100,
+                over_reservation: false
+            }
+        );
+        // Idempotent, and a released id cannot be admitted again.
+        assert!(!s.release(now + 30, "a"));
+        assert_eq!(
+            s.admit(now + 40, &limits, adm("a", 0, 0))
+                .unwrap_err()
+                .status,
+            409
+        );
+        assert_eq!(s.snapshot(now + 50, &limits).expired_unsettled, 0);
     }
 
     #[test]

@@ -7,7 +7,11 @@
 //! Requests (JSON):
 //! - `POST /admit` `{"limits", "admission"}` → `{"reservation": …}` or `{"rejection": …}`
 //! - `POST /settle` `{"id", "micros", "tokens"}` → `{"outcome": …}`
+//! - `POST /release` `{"id"}` → `{"released": bool}` (another scope refused)
 //! - `POST /snapshot` `{"limits"}` → the snapshot
+//!
+//! A project's (team's) object is the same class under the name
+//! `project:<id>`; it holds the spend of all the project's keys.
 
 use std::cell::RefCell;
 
@@ -42,6 +46,11 @@ struct SettleBody {
     limits: Option<Limits>,
     #[serde(default)]
     thresholds: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct ReleaseBody {
+    id: String,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +108,12 @@ impl DurableObject for KeyBudget {
         // From here to `save` only storage is awaited, which the gate covers.
         let text = req.text().await?;
         let mut s = self.load().await;
+        // Reservations past their expiry are released on every access, not
+        // only by the alarm: under `wrangler dev` a killed runtime loses the
+        // pending alarm (the e2e reset test shows it), and nothing may hold a
+        // budget past its expiry. Admit/settle/release save below; a snapshot
+        // saves only when this changed something.
+        let expired_now = !s.expire(now_ms()).is_empty();
         match path.as_str() {
             "/admit" => {
                 let Ok(body) = serde_json::from_str::<AdmitBody>(&text) else {
@@ -126,11 +141,23 @@ impl DurableObject for KeyBudget {
                 self.save(s).await?;
                 Response::from_json(&json!({ "outcome": format!("{outcome:?}"), "alerts": alerts }))
             }
+            "/release" => {
+                let Ok(body) = serde_json::from_str::<ReleaseBody>(&text) else {
+                    return Response::error("bad release", 400);
+                };
+                let released = s.release(now_ms(), &body.id);
+                self.save(s).await?;
+                Response::from_json(&json!({ "released": released }))
+            }
             "/snapshot" => {
                 let Ok(body) = serde_json::from_str::<SnapshotBody>(&text) else {
                     return Response::error("bad snapshot", 400);
                 };
-                Response::from_json(&s.snapshot(now_ms(), &body.limits))
+                let snapshot = s.snapshot(now_ms(), &body.limits);
+                if expired_now {
+                    self.save(s).await?;
+                }
+                Response::from_json(&snapshot)
             }
             _ => Response::error("not found", 404),
         }

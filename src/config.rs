@@ -68,12 +68,17 @@ pub struct BudgetConfig {
     /// Output tokens assumed when a request sets no `max_tokens` (reservations
     /// must be an upper bound; requests that need more should say so).
     pub default_max_tokens: u64,
+    /// How long past the request deadline a reservation stays open before its
+    /// Durable Object's alarm releases it (a Worker that died never settles).
+    /// Must cover the `waitUntil` grace in which the settle runs (30 s).
+    pub reservation_grace_ms: u64,
 }
 
 impl Default for BudgetConfig {
     fn default() -> Self {
         Self {
             default_max_tokens: 4_096,
+            reservation_grace_ms: 60_000,
         }
     }
 }
@@ -562,6 +567,10 @@ impl GatewayConfig {
         }
         if !(1..=1_000_000).contains(&self.budgets.default_max_tokens) {
             errors.push("budgets.default_max_tokens: must be between 1 and 1000000".to_owned());
+        }
+        if !(1_000..=3_600_000).contains(&self.budgets.reservation_grace_ms) {
+            errors
+                .push("budgets.reservation_grace_ms: must be between 1000 and 3600000".to_owned());
         }
         errors.extend(crate::pricing::validate_pricing(
             &self.pricing.overrides,

@@ -30,6 +30,8 @@ pub enum GatewayError {
     ResourceNotFound { what: &'static str },
     /// 405: the endpoint exists but not with this method.
     MethodNotAllowed { allowed: &'static str },
+    /// 409: an admin resource with this id already exists.
+    Conflict { message: String },
     /// 503: the provider is configured but its secret is not set.
     ProviderNotConfigured {
         provider: String,
@@ -113,6 +115,7 @@ impl GatewayError {
             Self::Forbidden { .. } => 403,
             Self::ModelNotFound { .. } | Self::NotFound | Self::ResourceNotFound { .. } => 404,
             Self::MethodNotAllowed { .. } => 405,
+            Self::Conflict { .. } => 409,
             Self::ProviderNotConfigured { .. } | Self::Misconfigured => 503,
             Self::Upstream { status, .. } => *status,
             Self::UpstreamTimeout { .. } => 504,
@@ -133,7 +136,8 @@ impl GatewayError {
             | Self::ModelNotFound { .. }
             | Self::NotFound
             | Self::ResourceNotFound { .. }
-            | Self::MethodNotAllowed { .. } => "invalid_request_error",
+            | Self::MethodNotAllowed { .. }
+            | Self::Conflict { .. } => "invalid_request_error",
             Self::Unauthorized { .. } => "authentication_error",
             Self::Forbidden { .. } => "permission_error",
             Self::Upstream { status: 429, .. } => "rate_limit_error",
@@ -162,6 +166,7 @@ impl GatewayError {
             Self::NotFound => "unknown_url",
             Self::ResourceNotFound { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::Conflict { .. } => "already_exists",
             Self::ProviderNotConfigured { .. } => "provider_not_configured",
             Self::Misconfigured => "gateway_misconfigured",
             Self::Upstream { code, .. } => code,
@@ -190,6 +195,7 @@ impl GatewayError {
             ),
             Self::NotFound => "Unknown endpoint.".to_owned(),
             Self::ResourceNotFound { what } => format!("No such {what}."),
+            Self::Conflict { message } => message.clone(),
             Self::MethodNotAllowed { allowed } => {
                 format!("Method not allowed; this endpoint accepts {allowed}.")
             }

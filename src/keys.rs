@@ -102,9 +102,91 @@ pub struct KeyGrant {
     /// This key's cache policy (over the global one).
     #[serde(default)]
     pub cache: Option<crate::cache::CachePolicy>,
+    /// The team/project the key belongs to, whose limits also apply.
+    #[serde(default)]
+    pub project: Option<ProjectGrant>,
+}
+
+/// A key's parent (team or project): its own limits, enforced by its own
+/// `KeyBudget` Durable Object over the spend of all its keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectGrant {
+    pub id: String,
+    /// `None`: the project groups keys (ledger, dashboard) but limits nothing.
+    pub limits: Option<crate::budget::Limits>,
+}
+
+/// Whose budget a Durable Object holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeKind {
+    Key,
+    Project,
+}
+
+/// One budget a request must fit: the key's own, or its project's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetScope {
+    pub kind: ScopeKind,
+    pub id: String,
+    pub limits: crate::budget::Limits,
+}
+
+impl BudgetScope {
+    /// The Durable Object's name. A key's is its id (`key_…`), a project's is
+    /// prefixed, so an operator-chosen project id can never name a key's object.
+    pub fn object_name(&self) -> String {
+        match self.kind {
+            ScopeKind::Key => self.id.clone(),
+            ScopeKind::Project => format!("project:{}", self.id),
+        }
+    }
+}
+
+/// Project ids are chosen by the operator: 1-64 of `a-z 0-9 _ -`, so they
+/// are safe in URLs, logs and Durable Object names.
+pub fn validate_project_id(id: &str) -> Result<(), GatewayError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(GatewayError::invalid_param(
+            "project_id",
+            "A project id is 1-64 characters of a-z, 0-9, '_' and '-'.",
+        ))
+    }
 }
 
 impl KeyGrant {
+    /// The budgets a request with this key must fit, key first: none for a key
+    /// without limits whose project (if any) has none (no Durable Object call).
+    pub fn budget_scopes(&self) -> Vec<BudgetScope> {
+        let mut scopes = Vec::new();
+        if let Some(limits) = &self.limits {
+            scopes.push(BudgetScope {
+                kind: ScopeKind::Key,
+                id: self.id.clone(),
+                limits: limits.clone(),
+            });
+        }
+        if let Some(ProjectGrant {
+            id,
+            limits: Some(limits),
+        }) = &self.project
+        {
+            scopes.push(BudgetScope {
+                kind: ScopeKind::Project,
+                id: id.clone(),
+                limits: limits.clone(),
+            });
+        }
+        scopes
+    }
+
     /// Whether this key may call `requested`, which resolved to
     /// `provider/model`. Both spellings are checked so a grant on the alias
     /// `"smart"` or on `"openai/*"` works either way.
@@ -218,6 +300,7 @@ mod tests {
             allow_inline_config: false,
             limits: None,
             cache: None,
+            project: None,
         };
         assert!(g.may_use("anything", "openai", "openai/gpt-4o"));
         g.allowed_models = Some(vec!["openai/*".into(), "fast".into()]);
@@ -234,6 +317,50 @@ mod tests {
         );
         g.allowed_models = Some(vec![]);
         assert!(!g.may_use("x", "p", "p/x"));
+    }
+
+    #[test]
+    fn budget_scopes_key_then_project_and_object_names_cannot_collide() {
+        let limits = crate::budget::Limits {
+            rpm: Some(5),
+            ..Default::default()
+        };
+        let mut g = KeyGrant {
+            id: "key_1".into(),
+            name: "n".into(),
+            allowed_models: None,
+            allow_inline_config: false,
+            limits: None,
+            cache: None,
+            project: Some(ProjectGrant {
+                id: "search".into(),
+                limits: None,
+            }),
+        };
+        assert!(g.budget_scopes().is_empty());
+        g.project = Some(ProjectGrant {
+            id: "key_1".into(),
+            limits: Some(limits.clone()),
+        });
+        g.limits = Some(limits);
+        let scopes = g.budget_scopes();
+        assert_eq!(
+            scopes.iter().map(|s| s.kind).collect::<Vec<_>>(),
+            [ScopeKind::Key, ScopeKind::Project]
+        );
+        // A project named like a key still gets its own object.
+        assert_eq!(scopes[0].object_name(), "key_1");
+        assert_eq!(scopes[1].object_name(), "project:key_1");
+    }
+
+    #[test]
+    fn project_ids() {
+        for ok in ["search", "team-a_2", &"a".repeat(64)] {
+            assert!(validate_project_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Search", "a b", "a/b", "p:x", &"a".repeat(65)] {
+            assert_eq!(validate_project_id(bad).unwrap_err().status(), 400, "{bad}");
+        }
     }
 
     #[test]

@@ -141,6 +141,8 @@ pub struct RequestRow {
     /// `priced` (the table or an override), `default` (the configured
     /// default price) or `unpriced` (cost unknown — shown, never 0).
     pub pricing: Option<&'static str>,
+    /// The key's team/project at request time (for grouping; NULL = none).
+    pub project_id: Option<String>,
 }
 
 /// One upstream attempt of a request.
@@ -182,8 +184,8 @@ pub const INSERT_REQUEST_SQL: &str = "INSERT OR IGNORE INTO requests (\
     request_id, created_at, key_id, endpoint, model_requested, provider, model_used, stream, \
     status, outcome, error_code, prompt_tokens, completion_tokens, total_tokens, \
     cached_prompt_tokens, reasoning_tokens, usage_source, latency_ms, ttft_ms, metadata, cache_status, \
-    cost_micros, saved_micros, pricing) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)";
+    cost_micros, saved_micros, pricing, project_id) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)";
 
 impl RequestRow {
     /// Values for [`INSERT_REQUEST_SQL`], in placeholder order.
@@ -221,6 +223,7 @@ impl RequestRow {
             self.cost_micros.into(),
             self.saved_micros.into(),
             self.pricing.map(str::to_owned).into(),
+            self.project_id.clone().into(),
         ]
     }
 }
@@ -259,6 +262,7 @@ mod tests {
             cost_micros: None,
             saved_micros: None,
             pricing: None,
+            project_id: None,
         };
         let v = row.bind_values();
         let placeholders = INSERT_REQUEST_SQL.matches('?').count();
@@ -330,6 +334,7 @@ mod tests {
             cost_micros: None,
             saved_micros: None,
             pricing: None,
+            project_id: None,
         };
         row.apply_price(Some((&price, "priced")));
         // 1000 × 2.5 + 100 × 10 = 3500 micro-USD.
@@ -374,6 +379,7 @@ mod tests {
             cost_micros: None,
             saved_micros: None,
             pricing: None,
+            project_id: None,
         };
         let v = row.bind_values();
         assert_eq!(v[11], SqlValue::Null);

@@ -20,6 +20,9 @@ pub enum Route {
     AdminKey(String),
     AdminKeyRevoke(String),
     AdminKeyBudget(String),
+    AdminProjects,
+    AdminProject(String),
+    AdminProjectBudget(String),
     AdminRequests,
     AdminRequest(String),
     AdminConfig,
@@ -38,6 +41,9 @@ impl Route {
             | Self::AdminKey(_)
             | Self::AdminKeyRevoke(_)
             | Self::AdminKeyBudget(_)
+            | Self::AdminProjects
+            | Self::AdminProject(_)
+            | Self::AdminProjectBudget(_)
             | Self::AdminRequests
             | Self::AdminRequest(_)
             | Self::AdminConfig
@@ -86,6 +92,15 @@ pub fn route(method: &str, path: &str) -> Route {
         },
         ["admin", "keys", id, "budget"] => match plain_id(id) {
             Some(id) => only("GET", Route::AdminKeyBudget(id)),
+            None => Route::NotFound,
+        },
+        ["admin", "projects"] => only("GET, POST", Route::AdminProjects),
+        ["admin", "projects", id] => match plain_id(id) {
+            Some(id) => only("GET, PATCH", Route::AdminProject(id)),
+            None => Route::NotFound,
+        },
+        ["admin", "projects", id, "budget"] => match plain_id(id) {
+            Some(id) => only("GET", Route::AdminProjectBudget(id)),
             None => Route::NotFound,
         },
         ["admin", "requests"] => only("GET", Route::AdminRequests),
@@ -150,6 +165,11 @@ mod tests {
             ("GET", "/admin/config"),
             ("DELETE", "/admin/cache"),
             ("GET", "/admin/keys/k/budget"),
+            ("GET", "/admin/projects"),
+            ("POST", "/admin/projects"),
+            ("GET", "/admin/projects/p"),
+            ("PATCH", "/admin/projects/p"),
+            ("GET", "/admin/projects/p/budget"),
         ];
         for (m, p) in paths {
             let r = route(m, p);

@@ -46,6 +46,12 @@ pub struct KeyRecord {
     /// JSON `cache::CachePolicy`; NULL = the global policy.
     #[serde(default)]
     pub cache_policy: Option<String>,
+    /// The team/project whose limits also apply; NULL = none.
+    #[serde(default)]
+    pub project_id: Option<String>,
+    /// The project's limits (joined from `projects`, read-only here).
+    #[serde(default)]
+    pub project_limits: Option<String>,
 }
 
 impl KeyRecord {
@@ -66,12 +72,7 @@ impl KeyRecord {
                 .map(|_| self.allowed_models_list().unwrap_or_default()),
             allow_inline_config: self.allow_inline_config > 0.0,
             // Stored limits that do not parse admit nothing (fail closed).
-            limits: self.limits.as_deref().map(|l| {
-                serde_json::from_str(l).unwrap_or(crate::budget::Limits {
-                    rpm: Some(0),
-                    ..Default::default()
-                })
-            }),
+            limits: self.limits.as_deref().map(parse_limits_fail_closed),
             // A stored policy that does not parse turns caching off.
             cache: self.cache_policy.as_deref().map(|p| {
                 serde_json::from_str(p).unwrap_or(crate::cache::CachePolicy {
@@ -79,6 +80,13 @@ impl KeyRecord {
                     ..Default::default()
                 })
             }),
+            project: self
+                .project_id
+                .as_ref()
+                .map(|id| crate::keys::ProjectGrant {
+                    id: id.clone(),
+                    limits: self.project_limits.as_deref().map(parse_limits_fail_closed),
+                }),
         }
     }
 
@@ -96,12 +104,25 @@ impl KeyRecord {
             "allow_inline_config": self.allow_inline_config > 0.0,
             "limits": self.limits.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok()),
             "cache": self.cache_policy.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok()),
+            "project_id": self.project_id,
         })
     }
 }
 
+/// Stored limits that do not parse admit nothing (fail closed).
+fn parse_limits_fail_closed(stored: &str) -> crate::budget::Limits {
+    serde_json::from_str(stored).unwrap_or(crate::budget::Limits {
+        rpm: Some(0),
+        ..Default::default()
+    })
+}
+
+/// A key with its project's limits, in one read (the request path makes no
+/// second D1 call for a project).
 const KEY_COLUMNS: &str =
-    "id, key_prefix, name, allowed_models, metadata, created_at, revoked_at, allow_inline_config, limits, cache_policy";
+    "k.id, k.key_prefix, k.name, k.allowed_models, k.metadata, k.created_at, k.revoked_at, \
+     k.allow_inline_config, k.limits, k.cache_policy, k.project_id, p.limits AS project_limits";
+const KEYS_JOINED: &str = "virtual_keys k LEFT JOIN projects p ON p.id = k.project_id";
 
 /// The active key with this hash, if any.
 pub async fn find_active_key(
@@ -110,7 +131,7 @@ pub async fn find_active_key(
 ) -> Result<Option<KeyGrant>, GatewayError> {
     let stmt = db
         .prepare(format!(
-            "SELECT {KEY_COLUMNS} FROM virtual_keys WHERE key_hash = ?1 AND revoked_at IS NULL"
+            "SELECT {KEY_COLUMNS} FROM {KEYS_JOINED} WHERE k.key_hash = ?1 AND k.revoked_at IS NULL"
         ))
         .bind(&[JsValue::from_str(key_hash)])
         .map_err(|e| db_error("bind", &e))?;
@@ -132,6 +153,7 @@ pub struct NewKey<'a> {
     pub allow_inline_config: bool,
     pub limits: Option<String>,
     pub cache_policy: Option<String>,
+    pub project_id: Option<String>,
 }
 
 pub async fn insert_key(db: &D1Database, k: &NewKey<'_>) -> Result<(), GatewayError> {
@@ -146,10 +168,12 @@ pub async fn insert_key(db: &D1Database, k: &NewKey<'_>) -> Result<(), GatewayEr
         SqlValue::Int(i64::from(k.allow_inline_config)),
         k.limits.clone().into(),
         k.cache_policy.clone().into(),
+        k.project_id.clone().into(),
     ];
     db.prepare(
         "INSERT INTO virtual_keys (id, key_hash, key_prefix, name, allowed_models, metadata, created_at, \
-         allow_inline_config, limits, cache_policy) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         allow_inline_config, limits, cache_policy, project_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )
     .bind(&values.iter().map(js).collect::<Vec<_>>())
     .map_err(|e| db_error("bind", &e))?
@@ -161,7 +185,7 @@ pub async fn insert_key(db: &D1Database, k: &NewKey<'_>) -> Result<(), GatewayEr
 
 pub async fn get_key(db: &D1Database, id: &str) -> Result<Option<KeyRecord>, GatewayError> {
     db.prepare(format!(
-        "SELECT {KEY_COLUMNS} FROM virtual_keys WHERE id = ?1"
+        "SELECT {KEY_COLUMNS} FROM {KEYS_JOINED} WHERE k.id = ?1"
     ))
     .bind(&[JsValue::from_str(id)])
     .map_err(|e| db_error("bind", &e))?
@@ -172,7 +196,7 @@ pub async fn get_key(db: &D1Database, id: &str) -> Result<Option<KeyRecord>, Gat
 
 pub async fn list_keys(db: &D1Database) -> Result<Vec<KeyRecord>, GatewayError> {
     db.prepare(format!(
-        "SELECT {KEY_COLUMNS} FROM virtual_keys ORDER BY created_at DESC LIMIT 1000"
+        "SELECT {KEY_COLUMNS} FROM {KEYS_JOINED} ORDER BY k.created_at DESC LIMIT 1000"
     ))
     .all()
     .await
@@ -188,6 +212,7 @@ pub struct KeyUpdate<'a> {
     pub allow_inline_config: Option<bool>,
     pub limits: Option<Option<String>>,
     pub cache_policy: Option<Option<String>>,
+    pub project_id: Option<Option<String>>,
 }
 
 pub async fn update_key(db: &D1Database, id: &str, u: KeyUpdate<'_>) -> Result<(), GatewayError> {
@@ -198,6 +223,7 @@ pub async fn update_key(db: &D1Database, id: &str, u: KeyUpdate<'_>) -> Result<(
     let (set_models, models) = set(u.allowed_models);
     let (set_limits, limits) = set(u.limits);
     let (set_policy, policy) = set(u.cache_policy);
+    let (set_project, project) = set(u.project_id);
     let values = [
         SqlValue::Text(id.to_owned()),
         u.name.map(str::to_owned).into(),
@@ -208,19 +234,122 @@ pub async fn update_key(db: &D1Database, id: &str, u: KeyUpdate<'_>) -> Result<(
         limits,
         set_policy,
         policy,
+        set_project,
+        project,
     ];
     db.prepare(
         "UPDATE virtual_keys SET name = COALESCE(?2, name), \
          allowed_models = CASE WHEN ?3 = 1 THEN ?4 ELSE allowed_models END, \
          allow_inline_config = COALESCE(?5, allow_inline_config), \
          limits = CASE WHEN ?6 = 1 THEN ?7 ELSE limits END, \
-         cache_policy = CASE WHEN ?8 = 1 THEN ?9 ELSE cache_policy END WHERE id = ?1",
+         cache_policy = CASE WHEN ?8 = 1 THEN ?9 ELSE cache_policy END, \
+         project_id = CASE WHEN ?10 = 1 THEN ?11 ELSE project_id END WHERE id = ?1",
     )
     .bind(&values.iter().map(js).collect::<Vec<_>>())
     .map_err(|e| db_error("bind", &e))?
     .run()
     .await
     .map_err(|e| db_error("update key", &e))?;
+    Ok(())
+}
+
+/// A team/project: a parent budget over its keys.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProjectRecord {
+    pub id: String,
+    pub name: String,
+    /// JSON `budget::Limits`; NULL = no limits (grouping only).
+    #[serde(default)]
+    pub limits: Option<String>,
+    pub created_at: f64,
+}
+
+impl ProjectRecord {
+    pub fn limits(&self) -> Option<crate::budget::Limits> {
+        self.limits.as_deref().map(parse_limits_fail_closed)
+    }
+
+    /// The record as the admin API shows it.
+    pub fn to_api(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "object": "project",
+            "name": self.name,
+            "limits": self.limits.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok()),
+            "created_at": self.created_at as u64,
+        })
+    }
+}
+
+/// Creates a project; `false` when the id is taken.
+pub async fn insert_project(db: &D1Database, p: &ProjectRecord) -> Result<bool, GatewayError> {
+    let values = [
+        SqlValue::Text(p.id.clone()),
+        SqlValue::Text(p.name.clone()),
+        p.limits.clone().into(),
+        SqlValue::Int(p.created_at as i64),
+    ];
+    let result = db
+        .prepare(
+            "INSERT OR IGNORE INTO projects (id, name, limits, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(&values.iter().map(js).collect::<Vec<_>>())
+        .map_err(|e| db_error("bind", &e))?
+        .run()
+        .await
+        .map_err(|e| db_error("insert project", &e))?;
+    let changed = result
+        .meta()
+        .ok()
+        .flatten()
+        .and_then(|m| m.changes)
+        .unwrap_or(0);
+    Ok(changed > 0)
+}
+
+pub async fn get_project(db: &D1Database, id: &str) -> Result<Option<ProjectRecord>, GatewayError> {
+    db.prepare("SELECT id, name, limits, created_at FROM projects WHERE id = ?1")
+        .bind(&[JsValue::from_str(id)])
+        .map_err(|e| db_error("bind", &e))?
+        .first(None)
+        .await
+        .map_err(|e| db_error("get project", &e))
+}
+
+pub async fn list_projects(db: &D1Database) -> Result<Vec<ProjectRecord>, GatewayError> {
+    db.prepare("SELECT id, name, limits, created_at FROM projects ORDER BY id LIMIT 1000")
+        .all()
+        .await
+        .and_then(|r| r.results())
+        .map_err(|e| db_error("list projects", &e))
+}
+
+/// Changes a project's name and/or limits (`Some(None)` clears the limits).
+pub async fn update_project(
+    db: &D1Database,
+    id: &str,
+    name: Option<&str>,
+    limits: Option<Option<String>>,
+) -> Result<(), GatewayError> {
+    let (set_limits, limits) = match limits {
+        Some(l) => (SqlValue::Int(1), SqlValue::from(l)),
+        None => (SqlValue::Int(0), SqlValue::Null),
+    };
+    let values = [
+        SqlValue::Text(id.to_owned()),
+        name.map(str::to_owned).into(),
+        set_limits,
+        limits,
+    ];
+    db.prepare(
+        "UPDATE projects SET name = COALESCE(?2, name), \
+         limits = CASE WHEN ?3 = 1 THEN ?4 ELSE limits END WHERE id = ?1",
+    )
+    .bind(&values.iter().map(js).collect::<Vec<_>>())
+    .map_err(|e| db_error("bind", &e))?
+    .run()
+    .await
+    .map_err(|e| db_error("update project", &e))?;
     Ok(())
 }
 
@@ -290,7 +419,8 @@ pub async fn insert_alert(db: &D1Database, values: &[SqlValue]) -> bool {
 
 const REQUEST_COLUMNS: &str = "request_id, created_at, key_id, endpoint, model_requested, provider, \
     model_used, stream, status, outcome, error_code, prompt_tokens, completion_tokens, total_tokens, \
-    cached_prompt_tokens, reasoning_tokens, usage_source, latency_ms, ttft_ms, metadata, cache_status, cost_micros, saved_micros, pricing";
+    cached_prompt_tokens, reasoning_tokens, usage_source, latency_ms, ttft_ms, metadata, cache_status, cost_micros, saved_micros, pricing, \
+    project_id";
 
 /// Newest ledger rows first, optionally for one key.
 pub async fn list_requests(

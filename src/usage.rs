@@ -279,6 +279,29 @@ pub fn estimate_usage(prompt_bytes: u64, delivered_chars: u64) -> Usage {
     }
 }
 
+/// Usage to charge when the provider reported none (a stream without a usage
+/// frame, a cut stream, a body without `usage`): the request's reservation —
+/// the prompt at its upper bound and the completion at its cap (`max_tokens`,
+/// or the configured default) — or what visibly arrived if that is more.
+/// Stored flagged `estimated`; it errs toward charging, never toward free.
+pub fn unreported_usage(
+    reserved_prompt_tokens: u64,
+    reserved_completion_tokens: u64,
+    prompt_bytes: u64,
+    delivered_chars: u64,
+) -> Usage {
+    let seen = estimate_usage(prompt_bytes, delivered_chars);
+    let prompt_tokens = reserved_prompt_tokens.max(seen.prompt_tokens);
+    let completion_tokens = reserved_completion_tokens.max(seen.completion_tokens);
+    Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: prompt_tokens.saturating_add(completion_tokens),
+        cached_prompt_tokens: None,
+        reasoning_tokens: None,
+    }
+}
+
 /// The frame sent to a client when a stream breaks after the commit point:
 /// an error event and no `[DONE]`, so SDKs surface the failure instead of
 /// presenting a cut answer as complete.
@@ -434,5 +457,18 @@ mod tests {
         assert!(f.ends_with("\n\n"));
         let v: Value = serde_json::from_str(f.trim_start_matches("data: ").trim()).unwrap();
         assert_eq!(v["error"]["code"], "upstream_truncated");
+    }
+
+    #[test]
+    fn unreported_usage_charges_the_reservation_or_more() {
+        let u = unreported_usage(1_124, 256, 100, 40);
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (1_124, 256, 1_380)
+        );
+        // A stream that delivered more than the cap (no max_tokens sent, a
+        // default cap below what the model produced) is charged what it showed.
+        let u = unreported_usage(1_124, 256, 100, 4_000);
+        assert_eq!(u.completion_tokens, 1_000);
     }
 }

@@ -12,7 +12,10 @@ use crate::config::ResolvedKind;
 use crate::error::GatewayError;
 use crate::handlers::{authenticate_admin, config, database, secret};
 use crate::http::{json_response, now_ms, random_bytes, read_body_limited};
-use crate::keys::{display_prefix, format_key, format_key_id, hash_key, validate_allowed_models};
+use crate::keys::{
+    display_prefix, format_key, format_key_id, hash_key, validate_allowed_models, BudgetScope,
+    ScopeKind,
+};
 use crate::request::parse_json_object;
 use crate::router::Route;
 use crate::store::{self, NewKey};
@@ -33,6 +36,11 @@ pub async fn handle(mut req: Request, env: &Env, route: Route) -> Result<Respons
         (Route::AdminRequest(id), _) => get_request(env, &id).await,
         (Route::AdminConfig, _) => effective_config(env),
         (Route::AdminKeyBudget(id), _) => key_budget(env, &id).await,
+        (Route::AdminProjects, "POST") => create_project(&mut req, env).await,
+        (Route::AdminProjects, _) => list_projects(env).await,
+        (Route::AdminProject(id), "PATCH") => update_project(&mut req, env, &id).await,
+        (Route::AdminProject(id), _) => get_project(env, &id).await,
+        (Route::AdminProjectBudget(id), _) => project_budget(env, &id).await,
         (Route::AdminCache, _) => purge_cache(&req, env).await,
         _ => Err(GatewayError::NotFound),
     }
@@ -52,6 +60,9 @@ struct CreateKey {
     limits: Option<crate::budget::Limits>,
     #[serde(default)]
     cache: Option<crate::cache::CachePolicy>,
+    /// The team/project whose limits also apply; it must exist.
+    #[serde(default)]
+    project_id: Option<String>,
 }
 
 /// Validates a key's cache policy and stores it as JSON.
@@ -108,11 +119,14 @@ async fn create_key(req: &mut Request, env: &Env) -> Result<Response, GatewayErr
         }
         None => None,
     };
+    let db = database(env)?;
+    if let Some(project) = &input.project_id {
+        existing_project(&db, project).await?;
+    }
     let key = format_key(&random_bytes::<24>()?);
     let id = format_key_id(&random_bytes::<8>()?);
     let prefix = display_prefix(&key);
     let created_at = now_ms();
-    let db = database(env)?;
     let allowed_models = input
         .allowed_models
         .as_ref()
@@ -130,6 +144,7 @@ async fn create_key(req: &mut Request, env: &Env) -> Result<Response, GatewayErr
             allow_inline_config: input.allow_inline_config,
             limits: input.limits.as_ref().map(limits_json).transpose()?,
             cache_policy: input.cache.as_ref().map(policy_json).transpose()?,
+            project_id: input.project_id.clone(),
         },
     )
     .await?;
@@ -163,19 +178,20 @@ async fn get_key(env: &Env, id: &str) -> Result<Response, GatewayError> {
 /// `PATCH /admin/keys/{id}` — `{"name"?: string, "allowed_models"?: [..] | null,
 /// "allow_inline_config"?: bool}`.
 async fn update_key(req: &mut Request, env: &Env, id: &str) -> Result<Response, GatewayError> {
-    const FIELDS: [&str; 5] = [
+    const FIELDS: [&str; 6] = [
         "name",
         "allowed_models",
         "allow_inline_config",
         "limits",
         "cache",
+        "project_id",
     ];
     let body = read_admin_json(req).await?;
     if let Some(unknown) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(GatewayError::invalid_param(
             unknown,
             format!(
-                "Unknown field '{unknown}'; only name, allowed_models, allow_inline_config, limits and cache can be changed."
+                "Unknown field '{unknown}'; only name, allowed_models, allow_inline_config, limits, cache and project_id can be changed."
             ),
         ));
     }
@@ -242,6 +258,20 @@ async fn update_key(req: &mut Request, env: &Env, id: &str) -> Result<Response, 
             Some(Some(policy_json(&p)?))
         }
     };
+    let project_id = match body.get("project_id") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(Value::String(p)) => {
+            existing_project(&db, p).await?;
+            Some(Some(p.clone()))
+        }
+        Some(_) => {
+            return Err(GatewayError::invalid_param(
+                "project_id",
+                "'project_id' must be a string or null.",
+            ))
+        }
+    };
     store::update_key(
         &db,
         id,
@@ -251,6 +281,7 @@ async fn update_key(req: &mut Request, env: &Env, id: &str) -> Result<Response, 
             allow_inline_config,
             limits,
             cache_policy,
+            project_id,
         },
     )
     .await?;
@@ -318,12 +349,153 @@ async fn key_budget(env: &Env, id: &str) -> Result<Response, GatewayError> {
     let record = store::get_key(&db, id)
         .await?
         .ok_or(GatewayError::ResourceNotFound { what: "key" })?;
-    let Some(limits) = record.grant().limits else {
-        return json_response(&json!({"key_id": id, "limits": null}), 200);
+    let grant = record.grant();
+    let Some(limits) = grant.limits else {
+        return json_response(
+            &json!({"key_id": id, "project_id": record.project_id, "limits": null}),
+            200,
+        );
     };
-    let snapshot = crate::handlers::budgets::snapshot(env, id, &limits).await?;
+    let scope = BudgetScope {
+        kind: ScopeKind::Key,
+        id: id.to_owned(),
+        limits,
+    };
+    let snapshot = crate::handlers::budgets::snapshot(env, &scope).await?;
     json_response(
-        &json!({"key_id": id, "limits": limits, "state": snapshot}),
+        &json!({"key_id": id, "project_id": record.project_id, "limits": scope.limits, "state": snapshot}),
+        200,
+    )
+}
+
+/// The project a key names, which must exist (400 otherwise).
+async fn existing_project(
+    db: &worker::D1Database,
+    id: &str,
+) -> Result<store::ProjectRecord, GatewayError> {
+    crate::keys::validate_project_id(id)?;
+    store::get_project(db, id).await?.ok_or_else(|| {
+        GatewayError::invalid_param(
+            "project_id",
+            format!("There is no project '{id}'; create it with POST /admin/projects first."),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateProject {
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    limits: Option<crate::budget::Limits>,
+}
+
+/// `POST /admin/projects` — `{"id", "name"?, "limits"?}`; 409 if the id is taken.
+async fn create_project(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
+    let body = read_admin_json(req).await?;
+    let input: CreateProject = serde_json::from_value(Value::Object(body))
+        .map_err(|e| GatewayError::invalid(format!("Invalid project request: {e}.")))?;
+    crate::keys::validate_project_id(&input.id)?;
+    let name = input.name.unwrap_or_else(|| input.id.clone());
+    validate_name(&name)?;
+    let record = store::ProjectRecord {
+        id: input.id,
+        name,
+        limits: input.limits.as_ref().map(limits_json).transpose()?,
+        created_at: now_ms() as f64,
+    };
+    let db = database(env)?;
+    if !store::insert_project(&db, &record).await? {
+        return Err(GatewayError::Conflict {
+            message: format!("A project '{}' already exists.", record.id),
+        });
+    }
+    json_response(&record.to_api(), 201)
+}
+
+/// `GET /admin/projects`
+async fn list_projects(env: &Env) -> Result<Response, GatewayError> {
+    let db = database(env)?;
+    let data: Vec<Value> = store::list_projects(&db)
+        .await?
+        .iter()
+        .map(store::ProjectRecord::to_api)
+        .collect();
+    json_response(&json!({"object": "list", "data": data}), 200)
+}
+
+/// `GET /admin/projects/{id}`
+async fn get_project(env: &Env, id: &str) -> Result<Response, GatewayError> {
+    let db = database(env)?;
+    let record = store::get_project(&db, id)
+        .await?
+        .ok_or(GatewayError::ResourceNotFound { what: "project" })?;
+    json_response(&record.to_api(), 200)
+}
+
+/// `PATCH /admin/projects/{id}` — `{"name"?: string, "limits"?: {..} | null}`.
+async fn update_project(req: &mut Request, env: &Env, id: &str) -> Result<Response, GatewayError> {
+    let body = read_admin_json(req).await?;
+    if let Some(unknown) = body
+        .keys()
+        .find(|k| !["name", "limits"].contains(&k.as_str()))
+    {
+        return Err(GatewayError::invalid_param(
+            unknown,
+            format!("Unknown field '{unknown}'; only name and limits can be changed."),
+        ));
+    }
+    let name = match body.get("name") {
+        None => None,
+        Some(Value::String(n)) => {
+            validate_name(n)?;
+            Some(n.as_str())
+        }
+        Some(_) => {
+            return Err(GatewayError::invalid_param(
+                "name",
+                "'name' must be a string.",
+            ))
+        }
+    };
+    let limits = match body.get("limits") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(v) => {
+            let l: crate::budget::Limits = serde_json::from_value(v.clone()).map_err(|e| {
+                GatewayError::invalid_param("limits", format!("Invalid limits: {e}."))
+            })?;
+            Some(Some(limits_json(&l)?))
+        }
+    };
+    let db = database(env)?;
+    store::get_project(&db, id)
+        .await?
+        .ok_or(GatewayError::ResourceNotFound { what: "project" })?;
+    store::update_project(&db, id, name, limits).await?;
+    get_project(env, id).await
+}
+
+/// `GET /admin/projects/{id}/budget` — the project's limits and the live
+/// state of its `KeyBudget` object (spend of all its keys, open reservations).
+async fn project_budget(env: &Env, id: &str) -> Result<Response, GatewayError> {
+    let db = database(env)?;
+    let record = store::get_project(&db, id)
+        .await?
+        .ok_or(GatewayError::ResourceNotFound { what: "project" })?;
+    let Some(limits) = record.limits() else {
+        return json_response(&json!({"project_id": id, "limits": null}), 200);
+    };
+    let scope = BudgetScope {
+        kind: ScopeKind::Project,
+        id: id.to_owned(),
+        limits,
+    };
+    let snapshot = crate::handlers::budgets::snapshot(env, &scope).await?;
+    json_response(
+        &json!({"project_id": id, "limits": scope.limits, "state": snapshot}),
         200,
     )
 }

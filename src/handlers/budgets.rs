@@ -1,26 +1,28 @@
-//! The worker side of a key's `KeyBudget` Durable Object: admit before the
-//! first upstream attempt, settle after the response. A budget that cannot be
-//! checked rejects the request (fail closed, B2); a settle that fails is
-//! logged and the reservation expires by alarm.
+//! The worker side of the `KeyBudget` Durable Objects — one per key with
+//! limits and one per project (team) with limits: admit before the first
+//! upstream attempt in every scope, settle after the response in every scope.
+//! A budget that cannot be checked rejects the request (fail closed, B2); a
+//! settle that fails is logged and the reservation expires by alarm.
 
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use worker::{console_error, Env, Method, Request, RequestInit};
 
 use crate::bindings::BUDGETS;
-use crate::budget::{Admission, Alert, Limits, Rejection, Reservation};
+use crate::budget::{Admission, Alert, Rejection, Reservation};
 use crate::error::GatewayError;
+use crate::keys::{BudgetScope, ScopeKind};
 use crate::ledger::SqlValue;
 
 async fn call<T: DeserializeOwned>(
     env: &Env,
-    key_id: &str,
+    object_name: &str,
     path: &str,
     body: &Value,
 ) -> Result<T, String> {
     let namespace = env.durable_object(BUDGETS).map_err(|e| e.to_string())?;
     let stub = namespace
-        .id_from_name(key_id)
+        .id_from_name(object_name)
         .and_then(|id| id.get_stub())
         .map_err(|e| e.to_string())?;
     let mut init = RequestInit::new();
@@ -44,28 +46,71 @@ struct AdmitAnswer {
     rejection: Option<Rejection>,
 }
 
-/// Reserves the request's worst case, or says which limit refuses it.
-pub async fn admit(
+/// Reserves the request's worst case in one scope, or says which limit
+/// refuses it.
+async fn admit_one(
     env: &Env,
-    key_id: &str,
-    limits: &Limits,
-    admission: Admission,
+    scope: &BudgetScope,
+    admission: &Admission,
 ) -> Result<Reservation, GatewayError> {
+    let name = scope.object_name();
     let answer: AdmitAnswer = call(
         env,
-        key_id,
+        &name,
         "/admit",
-        &json!({"limits": limits, "admission": admission}),
+        &json!({"limits": scope.limits, "admission": admission}),
     )
     .await
     .map_err(|e| {
-        console_error!("budget admit for {key_id} failed: {e}");
+        console_error!("budget admit for {name} failed: {e}");
         GatewayError::Misconfigured
     })?;
     match (answer.reservation, answer.rejection) {
         (Some(r), _) => Ok(r),
-        (None, Some(rejection)) => Err(rejection.into()),
+        (None, Some(rejection)) => Err(match scope.kind {
+            ScopeKind::Key => rejection.into(),
+            ScopeKind::Project => rejection.for_project(&scope.id).into(),
+        }),
         (None, None) => Err(GatewayError::Internal),
+    }
+}
+
+/// Reserves the request's worst case in every scope (key first, then its
+/// project). When one refuses, the reservations already made are released,
+/// so a request refused by its project costs its key nothing — not even an
+/// RPM slot. Each object is atomic on its own; across objects the worst case
+/// is that two scopes briefly both hold a reservation for a request one of
+/// them then refuses, which only ever errs toward refusing.
+pub async fn admit(
+    env: &Env,
+    scopes: &[BudgetScope],
+    admission: &Admission,
+) -> Result<(), GatewayError> {
+    for (i, scope) in scopes.iter().enumerate() {
+        if let Err(e) = admit_one(env, scope, admission).await {
+            for held in scopes.iter().take(i) {
+                release(env, held, &admission.reservation_id).await;
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct ReleaseAnswer {
+    #[allow(dead_code)]
+    released: bool,
+}
+
+/// Withdraws a reservation that never went upstream. A failure is logged:
+/// the reservation then expires by alarm, charging nothing.
+async fn release(env: &Env, scope: &BudgetScope, reservation_id: &str) {
+    let name = scope.object_name();
+    if let Err(e) =
+        call::<ReleaseAnswer>(env, &name, "/release", &json!({ "id": reservation_id })).await
+    {
+        console_error!("budget release for {name} failed (the reservation will expire): {e}");
     }
 }
 
@@ -79,39 +124,42 @@ struct SettleAnswer {
 /// threshold alerts it raised.
 pub async fn settle(
     env: &Env,
-    key_id: &str,
+    scope: &BudgetScope,
     reservation_id: &str,
     cost: (u64, u64),
-    limits: &Limits,
     thresholds: &[u8],
 ) -> Vec<Alert> {
     let (micros, tokens) = cost;
+    let name = scope.object_name();
     let body = json!({
         "id": reservation_id, "micros": micros, "tokens": tokens,
-        "limits": limits, "thresholds": thresholds,
+        "limits": scope.limits, "thresholds": thresholds,
     });
-    match call::<SettleAnswer>(env, key_id, "/settle", &body).await {
+    match call::<SettleAnswer>(env, &name, "/settle", &body).await {
         Ok(a) => a.alerts,
         Err(e) => {
-            console_error!("budget settle for {key_id} failed (the reservation will expire): {e}");
+            console_error!("budget settle for {name} failed (the reservation will expire): {e}");
             Vec::new()
         }
     }
 }
 
-/// Records alerts in D1 (once per key, limit, threshold and window) and
-/// POSTs each new one to the operator's webhooks.
+/// Records alerts in D1 (once per scope, limit, threshold and window) and
+/// POSTs each new one to the operator's webhooks. A project's alerts are
+/// recorded under its object name (`project:<id>`) and say `"scope":
+/// "project"`.
 pub async fn deliver_alerts(
     db: &worker::D1Database,
     webhooks: &[String],
-    key_id: &str,
+    scope: &BudgetScope,
     alerts: &[Alert],
     now: u64,
 ) {
+    let recorded_as = scope.object_name();
     for alert in alerts {
-        let payload = json!({
+        let mut payload = json!({
             "type": "budget_threshold",
-            "key_id": key_id,
+            "scope": scope.kind,
             "limit": alert.limit.as_str(),
             "threshold_pct": alert.threshold_pct,
             "spent": alert.spent,
@@ -120,8 +168,15 @@ pub async fn deliver_alerts(
             "resets_at_ms": alert.resets_at_ms,
             "at_ms": now,
         });
+        let id_field = match scope.kind {
+            ScopeKind::Key => "key_id",
+            ScopeKind::Project => "project_id",
+        };
+        if let Some(o) = payload.as_object_mut() {
+            o.insert(id_field.to_owned(), Value::String(scope.id.clone()));
+        }
         let values = [
-            SqlValue::Text(key_id.to_owned()),
+            SqlValue::Text(recorded_as.clone()),
             SqlValue::Text(alert.limit.as_str().to_owned()),
             SqlValue::Int(i64::from(alert.threshold_pct)),
             alert.window_start_ms.into(),
@@ -157,12 +212,13 @@ pub async fn deliver_alerts(
     }
 }
 
-/// The key's live budget state (for the admin API).
-pub async fn snapshot(env: &Env, key_id: &str, limits: &Limits) -> Result<Value, GatewayError> {
-    call(env, key_id, "/snapshot", &json!({"limits": limits}))
+/// A scope's live budget state (for the admin API).
+pub async fn snapshot(env: &Env, scope: &BudgetScope) -> Result<Value, GatewayError> {
+    let name = scope.object_name();
+    call(env, &name, "/snapshot", &json!({"limits": scope.limits}))
         .await
         .map_err(|e| {
-            console_error!("budget snapshot for {key_id} failed: {e}");
+            console_error!("budget snapshot for {name} failed: {e}");
             GatewayError::Internal
         })
 }

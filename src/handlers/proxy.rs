@@ -20,7 +20,7 @@ use crate::http::{
     error_response, new_request_id, now_ms, random_bytes, read_body_limited, set_header,
     REQUEST_ID_HEADER,
 };
-use crate::keys::KeyGrant;
+use crate::keys::{BudgetScope, KeyGrant};
 use crate::ledger::{AttemptRow, Endpoint, Outcome, RequestRow};
 use crate::providers::{self, Wire};
 use crate::providers::{demo, map_error, plan, translate_response, HttpCall, Plan, StreamPipeline};
@@ -30,7 +30,7 @@ use crate::request::{
 use crate::routing::{plan_links, Link, RequestFacts, Target};
 use crate::store;
 use crate::upstream::{self, ByteSource, ObservedStream, StreamReport};
-use crate::usage::{estimate_usage, usage_from_response, ChatStreamObserver};
+use crate::usage::{unreported_usage, usage_from_response, ChatStreamObserver};
 use crate::walker::{trace_header, Budget, Failure, Step, TimeoutKind, Walker};
 
 /// Header carrying a per-request route (same schema as `[vars.GATEWAY.routes.*]`).
@@ -75,6 +75,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
         cost_micros: None,
         saved_micros: None,
         pricing: None,
+        project_id: grant.project.as_ref().map(|p| p.id.clone()),
     };
     let mut after = AfterResponse::default();
     let result = proxy(&mut req, &env, &grant, endpoint, &mut row, &mut after).await;
@@ -113,12 +114,18 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
             }
             row.status = resp.status_code();
             row.latency_ms = now_ms().saturating_sub(started);
+            if row.usage.is_none() && row.cache_status != Some("hit") {
+                // A provider answered without `usage`: charge the reservation.
+                let (prompt, completion) = after.reserved_tokens;
+                row.usage = Some(unreported_usage(prompt, completion, after.prompt_bytes, 0));
+                row.usage_estimated = true;
+            }
             if let Ok(db) = db {
                 ctx.wait_until(finish_row(
                     env,
                     db,
                     gateway_config,
-                    after.budget_held.clone(),
+                    std::mem::take(&mut after.budget_held),
                     row,
                 ));
             }
@@ -147,8 +154,11 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
                         row.usage = report.summary.usage;
                         if row.usage.is_none() {
                             // The provider never reported usage (cut stream, or
-                            // none sent): record an honest estimate, flagged.
-                            row.usage = Some(estimate_usage(
+                            // none sent): charge the reservation, flagged.
+                            let (prompt, completion) = after.reserved_tokens;
+                            row.usage = Some(unreported_usage(
+                                prompt,
+                                completion,
                                 after.prompt_bytes,
                                 report.summary.delivered_chars,
                             ));
@@ -168,7 +178,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
                         row.outcome = Outcome::ClientAborted;
                         row.latency_ms = now_ms().saturating_sub(started);
                     }
-                    finish_row(env, db, gateway_config, after.budget_held.clone(), row).await;
+                    finish_row(env, db, gateway_config, after.budget_held, row).await;
                 });
             }
             resp
@@ -183,53 +193,37 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
             };
             row.latency_ms = now_ms().saturating_sub(started);
             if let Ok(db) = db {
-                ctx.wait_until(finish_row(
-                    env,
-                    db,
-                    gateway_config,
-                    after.budget_held.clone(),
-                    row,
-                ));
+                ctx.wait_until(finish_row(env, db, gateway_config, after.budget_held, row));
             }
             error_response(&e, Some(&request_id))
         }
     }
 }
 
-/// After the response: price the row, settle the key's budget reservation
-/// with the real cost, write the ledger row (and its attempts).
+/// After the response: price the row, settle the request's reservation in
+/// every budget scope (key, project) with the real cost, write the ledger row
+/// (and its attempts).
 async fn finish_row(
     env: Env,
     db: worker::D1Database,
     config: Option<std::rc::Rc<GatewayConfig>>,
-    budget_held: Option<crate::budget::Limits>,
+    budget_held: Vec<BudgetScope>,
     mut row: RequestRow,
 ) {
     if let Some(c) = &config {
         price_row(c, &mut row);
     }
-    if let Some(limits) = budget_held {
-        let tokens = row.usage.map_or(0, |u| u.total_tokens);
-        let micros = row.cost_micros.unwrap_or(0);
-        let thresholds = config
-            .as_ref()
-            .map(|c| c.alerts.thresholds.clone())
-            .unwrap_or_default();
-        let alerts = budgets::settle(
-            &env,
-            &row.key_id,
-            &row.request_id,
-            (micros, tokens),
-            &limits,
-            &thresholds,
-        )
-        .await;
+    let tokens = row.usage.map_or(0, |u| u.total_tokens);
+    let micros = row.cost_micros.unwrap_or(0);
+    let (thresholds, webhooks) = config
+        .as_ref()
+        .map(|c| (c.alerts.thresholds.clone(), c.alerts.webhook_urls.clone()))
+        .unwrap_or_default();
+    for scope in &budget_held {
+        let alerts =
+            budgets::settle(&env, scope, &row.request_id, (micros, tokens), &thresholds).await;
         if !alerts.is_empty() {
-            let webhooks = config
-                .as_ref()
-                .map(|c| c.alerts.webhook_urls.clone())
-                .unwrap_or_default();
-            budgets::deliver_alerts(&db, &webhooks, &row.key_id, &alerts, now_ms()).await;
+            budgets::deliver_alerts(&db, &webhooks, scope, &alerts, now_ms()).await;
         }
     }
     store::insert_request_row(&db, &row).await;
@@ -334,18 +328,24 @@ async fn proxy(
             code: "model_not_allowed",
         });
     }
-    if let Some(limits) = &grant.limits {
-        let (micros, tokens) =
-            worst_case(&config, &links, endpoint, &body, after.prompt_bytes, limits)?;
+    after.reserved_tokens = reserved_tokens(&config, endpoint, &body, after.prompt_bytes);
+    let scopes = grant.budget_scopes();
+    if !scopes.is_empty() {
+        let has_usd = scopes.iter().any(|s| s.limits.has_usd_budget());
+        let micros = worst_case_micros(&config, &links, after.reserved_tokens, has_usd)?;
+        let (prompt, completion) = after.reserved_tokens;
         let admission = BudgetAdmission {
             reservation_id: row.request_id.clone(),
             worst_case_micros: micros,
-            worst_case_tokens: tokens,
-            // Past the request's own deadline, plus the 30 s `wait_until` grace.
-            ttl_ms: config.resilience.deadline_ms.saturating_add(60_000),
+            worst_case_tokens: prompt.saturating_add(completion),
+            // Past the request's own deadline, plus the `wait_until` grace.
+            ttl_ms: config
+                .resilience
+                .deadline_ms
+                .saturating_add(config.budgets.reservation_grace_ms),
         };
-        budgets::admit(env, &grant.id, limits, admission).await?;
-        after.budget_held = Some(limits.clone());
+        budgets::admit(env, &scopes, &admission).await?;
+        after.budget_held = scopes;
     }
     let route_policy = inline
         .as_ref()
@@ -388,23 +388,22 @@ async fn proxy(
 struct AfterResponse {
     prompt_bytes: u64,
     cache_write: Option<CacheWrite>,
-    /// The key's limits when its `KeyBudget` holds a reservation for this request.
-    budget_held: Option<crate::budget::Limits>,
+    /// The prompt's upper bound and the completion cap, in tokens: what the
+    /// request reserves, and what it is charged if no usage is reported.
+    reserved_tokens: (u64, u64),
+    /// The budget scopes (key, project) holding a reservation for this request.
+    budget_held: Vec<BudgetScope>,
 }
 
-/// The most a request can cost (micro-USD) and use (tokens) over every link
-/// it may reach: the prompt at its upper bound (body bytes + template
-/// allowance) and `max_tokens` — or the configured default when absent.
-/// A link with no price cannot be bounded, so a key with a USD budget is
-/// refused it rather than admitted for free.
-fn worst_case(
+/// The tokens a request may use: the prompt at its upper bound (body bytes +
+/// template allowance) and `max_tokens` — or the configured default when
+/// absent (embeddings produce none).
+fn reserved_tokens(
     config: &GatewayConfig,
-    links: &[Link],
     endpoint: Endpoint,
     body: &Map<String, Value>,
     body_bytes: u64,
-    limits: &crate::budget::Limits,
-) -> Result<(u64, u64), GatewayError> {
+) -> (u64, u64) {
     let prompt = crate::pricing::estimate_prompt_tokens_upper_bound(
         usize::try_from(body_bytes).unwrap_or(usize::MAX),
     );
@@ -415,9 +414,18 @@ fn worst_case(
             .find_map(|k| body.get(*k).and_then(Value::as_u64))
             .unwrap_or(config.budgets.default_max_tokens),
     };
-    let has_usd = limits.micro_usd_per_day.is_some()
-        || limits.micro_usd_per_month.is_some()
-        || limits.micro_usd_lifetime.is_some();
+    (prompt, output)
+}
+
+/// The most a request can cost (micro-USD) over every link it may reach.
+/// A link with no price cannot be bounded, so a request under a USD budget
+/// is refused it rather than admitted for free.
+fn worst_case_micros(
+    config: &GatewayConfig,
+    links: &[Link],
+    (prompt, output): (u64, u64),
+    has_usd: bool,
+) -> Result<u64, GatewayError> {
     let mut micros = 0;
     for l in links {
         match crate::handlers::lookup_price(config, &l.provider, &l.model) {
@@ -438,7 +446,7 @@ fn worst_case(
             None => {}
         }
     }
-    Ok((micros, prompt.saturating_add(output)))
+    Ok(micros)
 }
 
 /// `x-tollgate-cache`: the request's cache control, and the response's cache status.

@@ -7,16 +7,19 @@
 //    requests at most 3 are admitted, the rest 429/402; committed ≤ budget.
 //  - B2: upstream 500, connection reset and client abort before the first
 //    byte leave no reservation open and charge what the ledger says (0);
-//    100 failures in a row do not lock the key out.
+//    1,000 failures in a row do not lock the key out.
 //  - B6: RPM 10 → the 11th is 429 `rate_limit_exceeded` with Retry-After and
 //    passes after the window (checked at the end of the file, so the minute
 //    runs while the other sections do); RPM and TPM are independent.
 //  - B3: streamed and non-streamed requests with the same usage cost the
-//    same; a stream without usage is charged an estimate, flagged.
+//    same; a stream without usage is charged its reservation, flagged.
 //  - B5: 500, 500 (link retries: 1) then 200 from link 2 → one request row,
 //    three attempt rows, spend = what the answering attempt cost.
 //  - cache hits count toward RPM, not spend; 402 on a daily budget with its
 //    reset; `limits: null` lifts it; `model_unpriced`; keys without limits.
+//  - project (team) budgets: a parent object over several keys; refusals
+//    name the project and release the key's own reservation.
+//  (A Durable Object reset between reserve and settle: budgets-reset.test.mjs.)
 //
 // Worst cases are computed here the way `proxy.rs` bounds them (prompt ≤ body
 // bytes + 1024 tokens, output = max_tokens, every prompt token at the highest
@@ -390,27 +393,40 @@ describe('B2: failures release their reservation; spend = the ledger', () => {
     },
   );
 
-  test('100 upstream 500s in a row do not lock the key out: the next good request is admitted', async () => {
+  test('1,000 upstream 500s in a row do not lock the key out: the next good request is admitted', async () => {
     mock.reset();
-    mock.enqueue({ status: 500, times: 100 });
+    const spentBefore = (await stateWhen(key.id, noneOpen)).lifetime.spent_micros;
+    mock.enqueue({ status: 500, times: 1000 });
     const statuses = [];
-    for (let i = 0; i < 100; i++) statuses.push((await call(key.key, text)).status);
+    // 1,000 leaked reservations would hit both the budget (room for 20) and
+    // the per-key cap on requests in flight (1,000).
+    // Eight at a time (the budget has room for 20 in flight) keeps this quick.
+    for (let i = 0; i < 1000; i += 8) {
+      const batch = await Promise.all(Array.from({ length: 8 }, () => call(key.key, text)));
+      statuses.push(...batch.map((r) => r.status));
+    }
     assert.deepEqual([...new Set(statuses)], [502], `every failure is an upstream error, never 402/429: ${statuses.join(',')}`);
-    assert.equal(mock.requests().length, 100);
+    assert.equal(mock.requests().length, 1000);
     const good = await call(key.key, text);
     assert.equal(good.status, 200, good.text);
     const row = await ledgerRow(good.requestId);
     assert.ok(row.cost_micros > 0);
     await sleep(300); // the last failures' ledger writes
-    const s = await assertReleased('after 100 failures and a success');
-    assert.ok(s.lifetime.spent_micros >= row.cost_micros);
+    const s = await stateWhen(key.id, noneOpen);
+    assert.deepEqual(s.open_reservations, [], 'no reservation open');
+    assert.equal(s.lifetime.reserved_micros, 0);
+    assert.equal(s.expired_unsettled, 0, 'every failure was settled, none left to expire');
+    assert.equal(s.lifetime.spent_micros, spentBefore + row.cost_micros, 'the failures charged nothing');
+    // The newest 1,000 ledger rows: 999 failures at cost 0 and the success.
+    const rows = await keyRows(key.id, 1000);
+    assert.equal(sum(rows.map((r) => r.cost_micros ?? 0)), row.cost_micros);
     mock.reset();
   });
 });
 
 // ------------------------------------------------- B3: streamed usage
 
-describe('B3: streamed and non-streamed cost the same; a stream without usage is estimated', () => {
+describe('B3: streamed and non-streamed cost the same; a stream without usage is charged its reservation', () => {
   test('same usage → same cost_micros, and the budget grows by it each time', async () => {
     const key = await newKey('budget-b3', { micro_usd_lifetime: 1_000_000 });
     const s0 = (await stateWhen(key.id, noneOpen)).lifetime.spent_micros;
@@ -447,7 +463,7 @@ describe('B3: streamed and non-streamed cost the same; a stream without usage is
     assert.equal(s2 - s1, streamRow.cost_micros, 'spend grew by the streamed cost');
   });
 
-  test('a stream whose usage never arrives is charged an estimate (> 0), and the row says `estimated`', async () => {
+  test('a stream whose usage never arrives is charged its reservation, and the row says `estimated`', async () => {
     const key = await newKey('budget-b3-nousage', { micro_usd_lifetime: 1_000_000 });
     const text = chatText({ stream: true });
     const w = worstCase(text, 50);
@@ -464,9 +480,14 @@ describe('B3: streamed and non-streamed cost the same; a stream without usage is
     assert.equal(mock.requests()[0].response.usage, null, 'and never sent');
     const row = await ledgerRow(res.headers.get('x-tollgate-request-id'));
     assert.equal(row.usage_source, 'estimated');
-    assert.ok(row.total_tokens > 0, `estimated tokens: ${JSON.stringify(row)}`);
-    assert.ok(row.cost_micros > 0, `charged: ${row.cost_micros}`);
-    assert.ok(row.cost_micros <= w.micros, `an estimate within the reservation (${w.micros})`);
+    // The reservation's tokens: the prompt at its upper bound, max_tokens out.
+    assert.deepEqual(
+      [row.prompt_tokens, row.completion_tokens, row.total_tokens],
+      [w.tokens - 50, 50, w.tokens],
+      `reserved tokens charged: ${JSON.stringify(row)}`,
+    );
+    assert.equal(row.cost_micros, costOfRow(row), 'priced like any row');
+    assert.equal(row.cost_micros, w.micros, 'charged exactly the reservation');
     const s = await stateWhen(key.id, noneOpen);
     assert.equal(s.lifetime.spent_micros, row.cost_micros, 'the budget is charged what the row says');
     mock.reset();
@@ -631,6 +652,115 @@ describe('unpriced models', () => {
 
 // ------------------------------------------------------ no limits at all
 
+// ------------------------------------------ team/project parent budgets
+
+describe('project (team) budgets: a parent over several keys', () => {
+  test('admin API: create (409 on a reused id), list, get, PATCH; keys must name an existing project', async () => {
+    const created = await stack.admin('POST', '/admin/projects', { id: 'proj-admin', name: 'Admin team' });
+    assert.equal(created.status, 201, created.text);
+    assert.deepEqual(
+      { ...created.json, created_at: 0 },
+      { id: 'proj-admin', object: 'project', name: 'Admin team', limits: null, created_at: 0 },
+    );
+    const again = await stack.admin('POST', '/admin/projects', { id: 'proj-admin' });
+    assertError(again, 409, { code: 'already_exists', type: 'invalid_request_error' }, 'duplicate project');
+    const bad = await stack.admin('POST', '/admin/projects', { id: 'Not Valid' });
+    assertError(bad, 400, { param: 'project_id' }, 'bad project id');
+
+    const missing = await stack.admin('POST', '/admin/keys', { name: 'orphan', project_id: 'no-such-project' });
+    const e = assertError(missing, 400, { param: 'project_id' }, 'unknown project');
+    assert.match(e.message, /no project 'no-such-project'/);
+
+    const key = await stack.createKey({ name: 'in-project', project_id: 'proj-admin' });
+    assert.equal(key.project_id, 'proj-admin');
+    const moved = await stack.admin('PATCH', `/admin/keys/${key.id}`, { project_id: null });
+    assert.equal(moved.status, 200, moved.text);
+    assert.equal(moved.json.project_id, null);
+
+    const patched = await stack.admin('PATCH', '/admin/projects/proj-admin', { limits: { rpm: 7 } });
+    assert.equal(patched.status, 200, patched.text);
+    assert.equal(patched.json.limits.rpm, 7);
+    const listed = await stack.admin('GET', '/admin/projects');
+    assert.ok(listed.json.data.some((p) => p.id === 'proj-admin' && p.limits.rpm === 7));
+    const b = await stack.admin('GET', '/admin/projects/proj-admin/budget');
+    assert.equal(b.status, 200, b.text);
+    assert.equal(b.json.state.rpm, 7);
+    assert.equal((await stack.admin('GET', '/admin/projects/nope')).status, 404);
+  });
+
+  test(
+    'two keys share the project budget: 12 concurrent requests over both keys, room for 3 → exactly 3 admitted; refusals name the project and use none of the key RPM',
+    async () => {
+      const text = chatText({ maxTokens: 50_000 });
+      const w = worstCase(text, 50_000);
+      const limit = Math.floor(3.5 * w.micros);
+      const p = await stack.admin('POST', '/admin/projects', { id: 'team-search', name: 'Search', limits: { micro_usd_lifetime: limit } });
+      assert.equal(p.status, 201, p.text);
+      // Key A has no limits of its own; key B has a generous RPM of its own.
+      const a = await stack.createKey({ name: 'search-a', project_id: 'team-search' });
+      const b = await stack.createKey({ name: 'search-b', project_id: 'team-search', limits: { rpm: 100 } });
+
+      mock.reset();
+      mock.enqueue({ delayHeadersMs: 2000, times: -1 });
+      try {
+        const results = await Promise.all(
+          Array.from({ length: 12 }, (_, i) => call(i % 2 ? b.key : a.key, text).then((r) => ({ ...r, via: i % 2 ? 'b' : 'a' }))),
+        );
+        const ok = results.filter((r) => r.status === 200);
+        assert.equal(ok.length, 3, `admitted: ${results.map((r) => `${r.via}:${r.status}`).join(',')}`);
+        assert.ok(mock.requests().length <= 3, `upstream saw ${mock.requests().length}`);
+        for (const r of results.filter((x) => x.status !== 200)) {
+          const e = assertError(r, r.status, {}, 'refused by the project');
+          assert.ok([402, 429].includes(r.status), `${r.status}`);
+          assert.match(e.message, /^Project 'team-search' \(this key's team budget\): /, e.message);
+          assert.match(e.message, /lifetime spend budget/, e.message);
+        }
+
+        const rows = await Promise.all(ok.map((r) => ledgerRow(r.requestId)));
+        for (const row of rows) assert.equal(row.project_id, 'team-search', 'ledger rows carry the project');
+        const pb = await stack.admin('GET', '/admin/projects/team-search/budget');
+        assert.equal(pb.status, 200, pb.text);
+        let ps = pb.json.state;
+        const until = Date.now() + 5000;
+        while (!noneOpen(ps) && Date.now() < until) {
+          await sleep(100);
+          ps = (await stack.admin('GET', '/admin/projects/team-search/budget')).json.state;
+        }
+        assert.deepEqual(ps.open_reservations, [], 'no project reservation left open');
+        assert.ok(ps.lifetime.spent_micros <= limit, `committed ${ps.lifetime.spent_micros} ≤ ${limit}`);
+        assert.equal(ps.lifetime.spent_micros, sum(rows.map((r) => r.cost_micros)), 'project spend = Σ both keys\' ledger cost');
+
+        // Key B's own object: only B's admitted requests count for its RPM;
+        // the ones the project refused were released.
+        const admittedViaB = ok.filter((r) => r.via === 'b').length;
+        const kb = await stateWhen(b.id, noneOpen);
+        assert.equal(kb.requests_last_minute, admittedViaB, `key B RPM holds only its admitted requests: ${JSON.stringify(kb)}`);
+        assert.equal(kb.lifetime.spent_micros, sum(rows.filter((r) => r.key_id === b.id).map((r) => r.cost_micros)));
+        // Key A has no limits of its own: no object state to show.
+        assert.equal((await budget(a.id)).limits, null);
+      } finally {
+        mock.reset();
+      }
+    },
+  );
+
+  test('a project RPM limit applies across its keys (429 with Retry-After), and lifting it admits again', async () => {
+    const p = await stack.admin('POST', '/admin/projects', { id: 'team-rpm', limits: { rpm: 2 } });
+    assert.equal(p.status, 201, p.text);
+    const a = await stack.createKey({ name: 'rpm-a', project_id: 'team-rpm' });
+    const b = await stack.createKey({ name: 'rpm-b', project_id: 'team-rpm' });
+    assert.equal((await call(a.key, chatText())).status, 200);
+    assert.equal((await call(b.key, chatText())).status, 200);
+    const third = await call(a.key, chatText());
+    const e = assertError(third, 429, { code: 'rate_limit_exceeded' }, 'third request in the project');
+    assert.match(e.message, /^Project 'team-rpm' \(this key's team budget\): Its limit of 2 requests per minute is reached/);
+    assert.ok(Number(third.headers.get('retry-after')) >= 1);
+    const lifted = await stack.admin('PATCH', '/admin/projects/team-rpm', { limits: null });
+    assert.equal(lifted.status, 200, lifted.text);
+    assert.equal((await call(a.key, chatText())).status, 200, 'no limits → no project object consulted');
+  });
+});
+
 describe('a key without limits', () => {
   test('behaves as before (200, priced ledger row) and has no budget state', async () => {
     const key = await newKey('budget-none');
@@ -640,7 +770,7 @@ describe('a key without limits', () => {
     assert.equal(rows.length, 1);
     assert.equal(rows[0].cost_micros, costOfRow(rows[0]));
     const b = await budget(key.id);
-    assert.deepEqual(b, { key_id: key.id, limits: null });
+    assert.deepEqual(b, { key_id: key.id, project_id: null, limits: null });
   });
 });
 

@@ -128,35 +128,52 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
   const env = { ...process.env, WRANGLER_SEND_METRICS: 'false', NO_COLOR: '1', CI: 'true' };
   await run(['d1', 'migrations', 'apply', 'DB', '--local', '--persist-to', persist, '-c', configPath], { cwd: dir, env });
 
-  const port = await freePort();
-  const inspectorPort = await freePort();
-  const child = spawn(
-    process.execPath,
-    [WRANGLER, 'dev', '-c', configPath, '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspectorPort), '--persist-to', persist, '--log-level', 'info', '--show-interactive-dev-session=false'],
-    { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
-  );
   let logs = '';
-  child.stdout.on('data', (d) => (logs += d));
-  child.stderr.on('data', (d) => (logs += d));
-  const exited = new Promise((resolve) => child.on('exit', resolve));
-
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 90_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`wrangler dev exited early:\n${logs}`);
-    try {
-      const r = await fetch(`${url}/healthz`);
-      await r.arrayBuffer();
-      break;
-    } catch {
-      if (Date.now() > deadline) throw new Error(`wrangler dev did not start in time:\n${logs}`);
-      await new Promise((r) => setTimeout(r, 250));
+  /** Starts `wrangler dev` on fresh ports over the persisted state; resolves once /healthz answers. */
+  async function launch() {
+    const port = await freePort();
+    const inspectorPort = await freePort();
+    const child = spawn(
+      process.execPath,
+      [WRANGLER, 'dev', '-c', configPath, '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspectorPort), '--persist-to', persist, '--log-level', 'info', '--show-interactive-dev-session=false'],
+      { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+    );
+    child.stdout.on('data', (d) => (logs += d));
+    child.stderr.on('data', (d) => (logs += d));
+    const exited = new Promise((resolve) => child.on('exit', resolve));
+    const url = `http://127.0.0.1:${port}`;
+    const deadline = Date.now() + 90_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`wrangler dev exited early:\n${logs}`);
+      try {
+        const r = await fetch(`${url}/healthz`);
+        await r.arrayBuffer();
+        break;
+      } catch {
+        if (Date.now() > deadline) throw new Error(`wrangler dev did not start in time:\n${logs}`);
+        await new Promise((r) => setTimeout(r, 250));
+      }
     }
+    return { child, exited, url };
   }
+  /** Ends the running `wrangler dev` (and workerd under it): SIGTERM, or SIGKILL at once when `hard`. */
+  async function kill(running, { hard = false } = {}) {
+    try {
+      process.kill(-running.child.pid, hard ? 'SIGKILL' : 'SIGTERM');
+    } catch {}
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-running.child.pid, 'SIGKILL');
+      } catch {}
+    }, 5000);
+    await running.exited;
+    clearTimeout(timer);
+  }
+  let running = await launch();
 
   const adminHeaders = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
   const stack = {
-    url,
+    url: running.url,
     dir,
     mocks,
     adminToken: ADMIN_TOKEN,
@@ -170,8 +187,18 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
       }
       return true;
     },
+    /**
+     * Kills the Worker runtime mid-flight (SIGKILL: no graceful shutdown, every
+     * in-flight request and Durable Object dies) and starts it again over the
+     * same persisted D1/KV/Durable Object state; `stack.url` changes.
+     */
+    async restart({ hard = true } = {}) {
+      await kill(running, { hard });
+      running = await launch();
+      stack.url = running.url;
+    },
     async admin(method, p, body) {
-      const r = await fetch(url + p, { method, headers: adminHeaders, body: body === undefined ? undefined : JSON.stringify(body) });
+      const r = await fetch(stack.url + p, { method, headers: adminHeaders, body: body === undefined ? undefined : JSON.stringify(body) });
       const text = await r.text();
       let json = null;
       try {
@@ -196,16 +223,7 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
       }
     },
     async stop() {
-      try {
-        process.kill(-child.pid, 'SIGTERM');
-      } catch {}
-      const timer = setTimeout(() => {
-        try {
-          process.kill(-child.pid, 'SIGKILL');
-        } catch {}
-      }, 5000);
-      await exited;
-      clearTimeout(timer);
+      await kill(running);
       await Promise.all(Object.values(mocks).map((m) => m.close()));
       fs.rmSync(dir, { recursive: true, force: true });
     },
