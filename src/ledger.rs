@@ -385,4 +385,94 @@ mod tests {
         assert_eq!(v[11], SqlValue::Null);
         assert_eq!(v[16], SqlValue::Text("none".into()));
     }
+
+    /// The real schema (every migration, in order, in SQLite — what D1 runs)
+    /// and the real statements: a replayed ledger write adds nothing.
+    #[test]
+    fn replaying_the_ledger_write_adds_nothing() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        let mut files: Vec<_> =
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+        files.sort();
+        for f in &files {
+            db.execute_batch(&std::fs::read_to_string(f).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        }
+        let attempt = |n: u32, ok: bool| AttemptRow {
+            attempt: n,
+            provider: "openai".into(),
+            model: "gpt-4o-mini".into(),
+            started_at_ms: 10 + u64::from(n),
+            latency_ms: 3,
+            status: Some(if ok { 200 } else { 500 }),
+            ok,
+            failure: (!ok).then(|| "status_500".into()),
+        };
+        let row = RequestRow {
+            request_id: "req_replay".into(),
+            created_at_ms: 1_700_000_000_000,
+            key_id: "key_1".into(),
+            endpoint: Endpoint::ChatCompletions,
+            model_requested: Some("fast".into()),
+            provider: Some("openai".into()),
+            model_used: Some("gpt-4o-mini".into()),
+            stream: false,
+            status: 200,
+            outcome: Outcome::Ok,
+            error_code: None,
+            usage: Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 4,
+                total_tokens: 7,
+                cached_prompt_tokens: None,
+                reasoning_tokens: None,
+            }),
+            usage_estimated: false,
+            latency_ms: 12,
+            ttft_ms: None,
+            metadata: None,
+            attempts: vec![attempt(1, false), attempt(2, false), attempt(3, true)],
+            cache_status: None,
+            cost_micros: Some(42),
+            saved_micros: None,
+            pricing: Some("priced"),
+            project_id: Some("search".into()),
+        };
+        let sql = |v: &SqlValue| match v {
+            SqlValue::Null => rusqlite::types::Value::Null,
+            SqlValue::Int(n) => rusqlite::types::Value::Integer(*n),
+            SqlValue::Text(t) => rusqlite::types::Value::Text(t.clone()),
+        };
+        let write = || {
+            let values: Vec<_> = row.bind_values().iter().map(sql).collect();
+            db.execute(INSERT_REQUEST_SQL, rusqlite::params_from_iter(values))
+                .unwrap();
+            for a in &row.attempts {
+                let values: Vec<_> = a.bind_values(&row.request_id).iter().map(sql).collect();
+                db.execute(INSERT_ATTEMPT_SQL, rusqlite::params_from_iter(values))
+                    .unwrap();
+            }
+        };
+        let totals = || -> (i64, i64, i64) {
+            db.query_row(
+                "SELECT (SELECT COUNT(*) FROM requests), (SELECT COUNT(*) FROM attempts), \
+                 (SELECT SUM(cost_micros) FROM requests)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap()
+        };
+        write();
+        assert_eq!(totals(), (1, 3, 42));
+        write();
+        write();
+        assert_eq!(totals(), (1, 3, 42), "a replay adds no row and no spend");
+        let project: String = db
+            .query_row("SELECT project_id FROM requests", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(project, "search");
+    }
 }
