@@ -40,6 +40,9 @@ pub struct GatewayConfig {
     pub budgets: BudgetConfig,
     #[serde(default)]
     pub alerts: AlertConfig,
+    /// Model capabilities over `data/capabilities.json`, keyed `kind/model`.
+    #[serde(default)]
+    pub capabilities: BTreeMap<String, crate::capabilities::Capabilities>,
 }
 
 /// Budget threshold alerts: each threshold fires once per window, is
@@ -217,6 +220,9 @@ pub enum Strategy {
     Loadbalance,
     /// The first target whose `when` matches the request.
     Conditional,
+    /// The cheapest target whose model can serve the request (tools, images,
+    /// JSON mode, context length); the other capable ones as fallbacks.
+    Cost,
 }
 
 /// A named route.

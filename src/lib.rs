@@ -9,6 +9,7 @@ pub mod bindings;
 pub mod breaker;
 pub mod budget;
 pub mod cache;
+pub mod capabilities;
 pub mod config;
 pub mod error;
 pub mod keys;

@@ -481,6 +481,36 @@ fn is_iso_date(s: &str) -> bool {
         })
 }
 
+/// The entry for `kind/model` in a table keyed `kind/model` (lowercase): the
+/// exact key, else the longest key that the id extends by a date or version
+/// suffix (`gpt-4o-mini-2024-07-18` → `gpt-4o-mini`). Shared by the price and
+/// capability tables so both match a model id the same way.
+pub fn resolve_versioned<'a, E>(
+    entries: &'a BTreeMap<String, E>,
+    kind: &str,
+    model: &str,
+) -> Option<(&'a str, &'a E)> {
+    let key = format!("{kind}/{model}").to_ascii_lowercase();
+    if let Some((k, e)) = entries.get_key_value(&key) {
+        return Some((k.as_str(), e));
+    }
+    let min = kind.len() + 2;
+    for (i, _) in key.char_indices().rev() {
+        if i < min {
+            break;
+        }
+        let (Some(prefix), Some(rest)) = (key.get(..i), key.get(i..)) else {
+            continue;
+        };
+        if is_version_suffix(rest) {
+            if let Some((k, e)) = entries.get_key_value(prefix) {
+                return Some((k.as_str(), e));
+            }
+        }
+    }
+    None
+}
+
 /// Whether `rest` (what follows a candidate key) is a date or version suffix;
 /// see the module docs.
 fn is_version_suffix(rest: &str) -> bool {
@@ -604,25 +634,7 @@ impl PriceTable {
 
     /// The key and entry that price `kind/model`, without the default.
     fn resolve(&self, kind: &str, model: &str) -> Option<(&str, &Entry)> {
-        let key = format!("{kind}/{model}").to_ascii_lowercase();
-        if let Some((k, e)) = self.entries.get_key_value(&key) {
-            return Some((k.as_str(), e));
-        }
-        let min = kind.len() + 2;
-        for (i, _) in key.char_indices().rev() {
-            if i < min {
-                break;
-            }
-            let (Some(prefix), Some(rest)) = (key.get(..i), key.get(i..)) else {
-                continue;
-            };
-            if is_version_suffix(rest) {
-                if let Some((k, e)) = self.entries.get_key_value(prefix) {
-                    return Some((k.as_str(), e));
-                }
-            }
-        }
-        None
+        resolve_versioned(&self.entries, kind, model)
     }
 
     /// Prices `model` as served by a provider of `kind`; see the module docs.

@@ -59,10 +59,34 @@ pub struct Link {
     pub on_status_codes: Vec<u16>,
 }
 
-/// What conditional routes look at.
+/// A provider model's price, as the handler looks it up (`None`: unpriced).
+pub type PriceOf<'a> = &'a dyn Fn(&str, &str) -> Option<crate::pricing::Price>;
+
+/// What routing strategies look at.
 pub struct RequestFacts<'a> {
     pub metadata: Option<&'a Map<String, Value>>,
     pub body: &'a Map<String, Value>,
+    /// The request body's size (the `cost` strategy's prompt estimate).
+    pub body_bytes: u64,
+    /// Prices for the `cost` strategy; without it every link is unpriced.
+    pub price_of: Option<PriceOf<'a>>,
+}
+
+impl<'a> RequestFacts<'a> {
+    pub fn new(metadata: Option<&'a Map<String, Value>>, body: &'a Map<String, Value>) -> Self {
+        Self {
+            metadata,
+            body,
+            body_bytes: 0,
+            price_of: None,
+        }
+    }
+
+    pub fn with_cost(mut self, body_bytes: u64, price_of: PriceOf<'a>) -> Self {
+        self.body_bytes = body_bytes;
+        self.price_of = Some(price_of);
+        self
+    }
 }
 
 impl RequestFacts<'_> {
@@ -92,17 +116,37 @@ pub fn plan_links(
     facts: &RequestFacts<'_>,
     random: &mut dyn FnMut() -> f64,
 ) -> Result<Vec<Link>, GatewayError> {
-    let mut links = Vec::new();
+    plan_route(config, requested, inline, facts, random).map(|p| p.links)
+}
+
+/// Links in order, and why (for `x-tollgate-route-decision`): smart
+/// strategies say what they chose and what they left out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoutePlan {
+    pub links: Vec<Link>,
+    pub decisions: Vec<String>,
+}
+
+/// [`plan_links`] with the strategies' explanations.
+pub fn plan_route(
+    config: &GatewayConfig,
+    requested: &str,
+    inline: Option<&RouteConfig>,
+    facts: &RequestFacts<'_>,
+    random: &mut dyn FnMut() -> f64,
+) -> Result<RoutePlan, GatewayError> {
+    let mut plan = RoutePlan::default();
     match (inline, config.routes.get(requested)) {
         (Some(route), _) | (None, Some(route)) => {
-            expand_route(config, route, facts, random, 0, &mut links)?;
+            expand_route(config, route, facts, random, 0, &mut plan)?;
         }
         (None, None) => {
             let target = resolve(config, requested)?;
-            links.push(link_for(config, &target, &TargetConfig::default(), &[]));
+            plan.links
+                .push(link_for(config, &target, &TargetConfig::default(), &[]));
         }
     }
-    Ok(links)
+    Ok(plan)
 }
 
 fn link_for(
@@ -133,12 +177,27 @@ fn expand_route(
     facts: &RequestFacts<'_>,
     random: &mut dyn FnMut() -> f64,
     depth: usize,
-    out: &mut Vec<Link>,
+    out: &mut RoutePlan,
 ) -> Result<(), GatewayError> {
     if depth >= MAX_ROUTE_DEPTH {
         return Err(GatewayError::invalid("Routes are nested too deeply."));
     }
+    if route.strategy == Strategy::Cost {
+        // Every target's links, then the cheapest capable first.
+        let mut all = RoutePlan::default();
+        let fallback = RouteConfig {
+            strategy: Strategy::Fallback,
+            ..route.clone()
+        };
+        expand_route(config, &fallback, facts, random, depth + 1, &mut all)?;
+        let (links, decision) = cheapest_capable(config, all.links, facts)?;
+        out.links.extend(links);
+        out.decisions.extend(all.decisions);
+        out.decisions.push(decision);
+        return Ok(());
+    }
     let order: Vec<&TargetConfig> = match route.strategy {
+        Strategy::Cost => Vec::new(),
         Strategy::Fallback => route.targets.iter().collect(),
         Strategy::Loadbalance => weighted_order(&route.targets, random),
         Strategy::Conditional => route
@@ -152,7 +211,8 @@ fn expand_route(
         match (&t.model, &t.route) {
             (Some(model), _) => {
                 let target = resolve(config, model)?;
-                out.push(link_for(config, &target, t, &route.on_status_codes));
+                out.links
+                    .push(link_for(config, &target, t, &route.on_status_codes));
             }
             (None, Some(name)) => {
                 let nested = config
@@ -169,6 +229,72 @@ fn expand_route(
         }
     }
     Ok(())
+}
+
+/// The `cost` strategy: drops the links whose model cannot serve the request
+/// (tools, images, JSON mode, context length — see `capabilities.rs`) and
+/// orders the rest by the request's estimated cost (prompt ≈ bytes / 4,
+/// output = `max_tokens` or the budgets default), unpriced links last; the
+/// rest stay as fallbacks in that order. None capable → 400
+/// `no_capable_model`, naming what each lacked.
+fn cheapest_capable(
+    config: &GatewayConfig,
+    links: Vec<Link>,
+    facts: &RequestFacts<'_>,
+) -> Result<(Vec<Link>, String), GatewayError> {
+    let needs = crate::capabilities::Needs::of(facts.body, facts.body_bytes);
+    let prompt = facts.body_bytes.div_ceil(4);
+    let output = needs
+        .output_tokens
+        .unwrap_or(config.budgets.default_max_tokens);
+    let mut capable: Vec<(Option<u64>, Link)> = Vec::new();
+    let mut excluded: Vec<String> = Vec::new();
+    for link in links {
+        let kind = config
+            .providers
+            .get(&link.provider)
+            .map_or(link.provider.as_str(), |p| p.kind_name(&link.provider));
+        let caps = crate::capabilities::lookup(&config.capabilities, kind, &link.model);
+        let unmet = needs.unmet(caps);
+        if !unmet.is_empty() {
+            excluded.push(format!(
+                "{}/{}({})",
+                link.provider,
+                link.model,
+                unmet.join("+")
+            ));
+            continue;
+        }
+        let cost = facts
+            .price_of
+            .and_then(|price_of| price_of(&link.provider, &link.model))
+            .map(|p| crate::pricing::worst_case_micros(&p, prompt, output));
+        capable.push((cost, link));
+    }
+    if capable.is_empty() {
+        return Err(GatewayError::InvalidRequest {
+            message: format!(
+                "No model of this route can serve this request: {}.",
+                excluded.join(", ")
+            ),
+            param: Some("model".to_owned()),
+            code: "no_capable_model",
+        });
+    }
+    // Stable: equal costs keep the route's order; unpriced go last.
+    capable.sort_by_key(|(cost, _)| (cost.is_none(), cost.unwrap_or(0)));
+    let mut decision = String::from("cost:");
+    for (i, (cost, l)) in capable.iter().enumerate() {
+        if i > 0 {
+            decision.push(' ');
+        }
+        let price = cost.map_or_else(|| "unpriced".to_owned(), |c| format!("{c}uUSD"));
+        decision.push_str(&format!("{}/{}={price}", l.provider, l.model));
+    }
+    if !excluded.is_empty() {
+        decision.push_str(&format!(" excluded={}", excluded.join(",")));
+    }
+    Ok((capable.into_iter().map(|(_, l)| l).collect(), decision))
 }
 
 /// Weighted random order without replacement: the first pick follows the
@@ -297,10 +423,7 @@ mod tests {
     fn fallback_with_nested_loadbalance() {
         let c = routed();
         let body = Map::new();
-        let facts = RequestFacts {
-            metadata: None,
-            body: &body,
-        };
+        let facts = RequestFacts::new(None, &body);
         let mut first = || 0.1;
         let links = plan_links(&c, "smart", None, &facts, &mut first).unwrap();
         assert_eq!(
@@ -321,10 +444,7 @@ mod tests {
     fn loadbalance_follows_the_weights() {
         let c = routed();
         let body = Map::new();
-        let facts = RequestFacts {
-            metadata: None,
-            body: &body,
-        };
+        let facts = RequestFacts::new(None, &body);
         let mut state: u64 = 42;
         let mut lcg = move || {
             state = state
@@ -357,37 +477,14 @@ mod tests {
             &c,
             "plan",
             None,
-            &RequestFacts {
-                metadata: Some(&meta),
-                body: &empty,
-            },
+            &RequestFacts::new(Some(&meta), &empty),
             &mut r,
         )
         .unwrap();
         assert_eq!(names(&l), ["demo/echo"]);
-        let l = plan_links(
-            &c,
-            "plan",
-            None,
-            &RequestFacts {
-                metadata: None,
-                body: &body,
-            },
-            &mut r,
-        )
-        .unwrap();
+        let l = plan_links(&c, "plan", None, &RequestFacts::new(None, &body), &mut r).unwrap();
         assert_eq!(names(&l), ["groq/fast"]);
-        let l = plan_links(
-            &c,
-            "plan",
-            None,
-            &RequestFacts {
-                metadata: None,
-                body: &empty,
-            },
-            &mut r,
-        )
-        .unwrap();
+        let l = plan_links(&c, "plan", None, &RequestFacts::new(None, &empty), &mut r).unwrap();
         assert_eq!(names(&l)[0], "openai/gpt-4o");
     }
 
@@ -395,10 +492,7 @@ mod tests {
     fn inline_route_and_plain_models() {
         let c = routed();
         let body = Map::new();
-        let facts = RequestFacts {
-            metadata: None,
-            body: &body,
-        };
+        let facts = RequestFacts::new(None, &body);
         let mut r = || 0.0;
         let inline: RouteConfig = serde_json::from_value(json!({
             "strategy": "fallback", "targets": [{"model": "groq/a"}, {"model": "mini"}]
@@ -413,6 +507,106 @@ mod tests {
                 .unwrap_err()
                 .status(),
             404
+        );
+    }
+
+    fn cost_config() -> GatewayConfig {
+        GatewayConfig::from_json(json!({
+            "providers": {"openai": {}, "groq": {}},
+            "capabilities": {
+                "groq/tiny": {"context_window": 8192, "tools": false, "vision": false, "json_mode": false}
+            },
+            "routes": {
+                "cheap": {"strategy": "cost", "targets": [
+                    {"model": "openai/gpt-4o"},
+                    {"model": "openai/o3-mini"},
+                    {"model": "groq/tiny"},
+                    {"model": "groq/mystery"},
+                    {"model": "openai/gpt-4o-mini"}
+                ]}
+            }
+        }))
+        .unwrap()
+    }
+
+    /// USD per 1M tokens (input, output) for the test models.
+    fn test_price(_provider: &str, model: &str) -> Option<crate::pricing::Price> {
+        let (i, o) = match model {
+            "gpt-4o" => (2_500_000, 10_000_000),
+            "o3-mini" => (1_100_000, 4_400_000),
+            "gpt-4o-mini" => (150_000, 600_000),
+            "tiny" => (50_000, 80_000),
+            _ => return None,
+        };
+        Some(crate::pricing::Price::flat(i, o))
+    }
+
+    fn cost_plan(body: Value, bytes: u64) -> Result<RoutePlan, GatewayError> {
+        let c = cost_config();
+        let body = body.as_object().unwrap().clone();
+        let facts = RequestFacts::new(None, &body).with_cost(bytes, &test_price);
+        plan_route(&c, "cheap", None, &facts, &mut || 0.0)
+    }
+
+    #[test]
+    fn cost_picks_the_cheapest_capable_link_and_keeps_the_rest_as_fallbacks() {
+        // Plain text: everything can serve it; the unknown model goes last (unpriced).
+        let p = cost_plan(json!({"messages": [], "max_tokens": 100}), 400).unwrap();
+        assert_eq!(
+            names(&p.links),
+            [
+                "groq/tiny",
+                "openai/gpt-4o-mini",
+                "openai/o3-mini",
+                "openai/gpt-4o",
+                "groq/mystery"
+            ]
+        );
+        assert!(
+            p.decisions[0].starts_with("cost:groq/tiny="),
+            "{:?}",
+            p.decisions
+        );
+        // Tools: tiny lacks them, mystery is unknown → both excluded, and said so.
+        let p = cost_plan(
+            json!({"messages": [], "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            400,
+        )
+        .unwrap();
+        assert_eq!(
+            names(&p.links),
+            ["openai/gpt-4o-mini", "openai/o3-mini", "openai/gpt-4o"]
+        );
+        assert!(
+            p.decisions[0].ends_with("excluded=groq/tiny(tools),groq/mystery(tools (unknown))"),
+            "{:?}",
+            p.decisions
+        );
+        // An image: o3-mini has no vision.
+        let image = json!({"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]});
+        let p = cost_plan(image, 400).unwrap();
+        assert_eq!(names(&p.links), ["openai/gpt-4o-mini", "openai/gpt-4o"]);
+        // Context: 200k tokens of prompt fits no 128k model and not tiny.
+        let p = cost_plan(json!({"messages": []}), 800_000).unwrap();
+        assert_eq!(names(&p.links), ["openai/o3-mini", "groq/mystery"]);
+    }
+
+    #[test]
+    fn cost_with_no_capable_link_is_a_400_naming_what_each_lacked() {
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        let e = cost_plan(
+            json!({"messages": [], "tools": tools, "max_tokens": 200000}),
+            10,
+        )
+        .unwrap_err();
+        assert_eq!((e.status(), e.code()), (400, "no_capable_model"));
+        assert_eq!(
+            e.message(),
+            "No model of this route can serve this request: \
+             openai/gpt-4o(context_length+max_output_tokens), \
+             openai/o3-mini(context_length+max_output_tokens), groq/tiny(tools+context_length), \
+             groq/mystery(tools (unknown)), openai/gpt-4o-mini(context_length+max_output_tokens)."
         );
     }
 

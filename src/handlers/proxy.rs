@@ -27,7 +27,7 @@ use crate::providers::{demo, map_error, plan, translate_response, HttpCall, Plan
 use crate::request::{
     check_json_safety, parse_chat, parse_embeddings, parse_json_object, parse_metadata,
 };
-use crate::routing::{plan_links, Link, RequestFacts, Target};
+use crate::routing::{plan_route, Link, RequestFacts, Target};
 use crate::store;
 use crate::upstream::{self, ByteSource, ObservedStream, StreamReport};
 use crate::usage::{unreported_usage, usage_from_response, ChatStreamObserver};
@@ -94,6 +94,9 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
             if let Some(h) = &cache_header {
                 set_header(resp.headers(), CACHE_HEADER, h);
             }
+            if let Some(d) = &after.route_decision {
+                set_header(resp.headers(), ROUTE_DECISION_HEADER, d);
+            }
             if let (Some(write), Some(body)) = (after.cache_write.take(), body) {
                 let env = env.clone();
                 let provider = row.provider.clone().unwrap_or_default();
@@ -134,6 +137,9 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
         Ok(Answer::Streaming(resp, report)) => {
             if let Some(h) = &cache_header {
                 set_header(resp.headers(), CACHE_HEADER, h);
+            }
+            if let Some(d) = &after.route_decision {
+                set_header(resp.headers(), ROUTE_DECISION_HEADER, d);
             }
             row.status = resp.status_code();
             if let Ok(db) = db {
@@ -192,10 +198,15 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
                 Outcome::UpstreamError
             };
             row.latency_ms = now_ms().saturating_sub(started);
+            let decision = after.route_decision.take();
             if let Ok(db) = db {
                 ctx.wait_until(finish_row(env, db, gateway_config, after.budget_held, row));
             }
-            error_response(&e, Some(&request_id))
+            let resp = error_response(&e, Some(&request_id));
+            if let Some(d) = &decision {
+                set_header(resp.headers(), ROUTE_DECISION_HEADER, d);
+            }
+            resp
         }
     }
 }
@@ -313,12 +324,18 @@ async fn proxy(
         .metadata
         .as_deref()
         .and_then(|m| serde_json::from_str(m).ok());
-    let facts = RequestFacts {
-        metadata: metadata.as_ref(),
-        body: &body,
+    let price_of = |provider: &str, model: &str| {
+        crate::handlers::lookup_price(&config, provider, model).map(|(p, _)| p)
     };
+    let facts =
+        RequestFacts::new(metadata.as_ref(), &body).with_cost(after.prompt_bytes, &price_of);
     let mut random = random_unit;
-    let links: Vec<Link> = plan_links(&config, &model, inline.as_ref(), &facts, &mut random)?
+    let plan = plan_route(&config, &model, inline.as_ref(), &facts, &mut random)?;
+    if !plan.decisions.is_empty() {
+        after.route_decision = Some(plan.decisions.join("; "));
+    }
+    let links: Vec<Link> = plan
+        .links
         .into_iter()
         .filter(|l| grant.may_use(&model, &l.provider, &format!("{}/{}", l.provider, l.model)))
         .collect();
@@ -393,6 +410,8 @@ struct AfterResponse {
     reserved_tokens: (u64, u64),
     /// The budget scopes (key, project) holding a reservation for this request.
     budget_held: Vec<BudgetScope>,
+    /// What smart routing strategies decided (`x-tollgate-route-decision`).
+    route_decision: Option<String>,
 }
 
 /// The tokens a request may use: the prompt at its upper bound (body bytes +
@@ -448,6 +467,9 @@ fn worst_case_micros(
     }
     Ok(micros)
 }
+
+/// What smart routing strategies (`cost`, …) chose and left out, and why.
+const ROUTE_DECISION_HEADER: &str = "x-tollgate-route-decision";
 
 /// `x-tollgate-cache`: the request's cache control, and the response's cache status.
 const CACHE_HEADER: &str = "x-tollgate-cache";
