@@ -1,9 +1,12 @@
 //! `CircuitBreaker` Durable Object: the shared state of one provider+model's
 //! circuit (see `breaker.rs`). One instance per `provider/model`, addressed by
 //! name. Requests:
-//! - `POST /report` `{"healthy": bool, "now_ms": u64, "failures_to_open": u32, "cool_down_ms": u64}`
-//!   → applies the outcome, persists, answers the new state;
+//! - `POST /report` `{"healthy": bool, "latency_ms": u64?, "now_ms": u64, "failures_to_open": u32, "cool_down_ms": u64}`
+//!   → applies the outcome, persists, answers the new state (with `latency`);
 //! - `GET /state` → the state.
+//!
+//! It also keeps the link's live latency (`latency.rs`), shared by every
+//! isolate for the `latency` routing strategy.
 
 use std::cell::RefCell;
 
@@ -11,14 +14,17 @@ use serde::Deserialize;
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
 
 use crate::breaker::{BreakerPolicy, BreakerState};
+use crate::latency::LatencyStat;
 
 const STATE_KEY: &str = "breaker";
+const LATENCY_KEY: &str = "latency";
 
 #[durable_object(fetch)]
 pub struct CircuitBreaker {
     state: State,
     /// Loaded from storage on first use; storage is the durable copy.
     current: RefCell<Option<BreakerState>>,
+    latency: RefCell<Option<Option<LatencyStat>>>,
 }
 
 #[derive(Deserialize)]
@@ -27,6 +33,8 @@ struct Report {
     now_ms: u64,
     failures_to_open: u32,
     cool_down_ms: u64,
+    #[serde(default)]
+    latency_ms: Option<u64>,
 }
 
 impl CircuitBreaker {
@@ -39,6 +47,16 @@ impl CircuitBreaker {
         *self.current.borrow_mut() = Some(s);
         s
     }
+
+    async fn load_latency(&self) -> Option<LatencyStat> {
+        if let Some(l) = *self.latency.borrow() {
+            return l;
+        }
+        let stored: Option<LatencyStat> =
+            self.state.storage().get(LATENCY_KEY).await.ok().flatten();
+        *self.latency.borrow_mut() = Some(stored);
+        stored
+    }
 }
 
 impl DurableObject for CircuitBreaker {
@@ -46,15 +64,25 @@ impl DurableObject for CircuitBreaker {
         Self {
             state,
             current: RefCell::new(None),
+            latency: RefCell::new(None),
         }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        // The body first: awaiting it is not storage I/O, so the input gate
+        // would let another report in between a load and its write (a lost
+        // update). From the loads to the puts only storage is awaited.
+        let report = if req.method() == Method::Post {
+            match req.json::<Report>().await {
+                Ok(r) => Some(r),
+                Err(_) => return Response::error("bad report", 400),
+            }
+        } else {
+            None
+        };
         let mut s = self.load().await;
-        if req.method() == Method::Post {
-            let Ok(report) = req.json::<Report>().await else {
-                return Response::error("bad report", 400);
-            };
+        let mut latency = self.load_latency().await;
+        if let Some(report) = report {
             s.record(
                 report.healthy,
                 report.now_ms,
@@ -67,7 +95,22 @@ impl DurableObject for CircuitBreaker {
             // keeps concurrent reports from interleaving.
             *self.current.borrow_mut() = Some(s);
             self.state.storage().put(STATE_KEY, s).await?;
+            if let Some(ms) = report.latency_ms {
+                let stat = latency.get_or_insert_with(LatencyStat::default);
+                stat.observe(ms, report.now_ms);
+                let stat = *stat;
+                *self.latency.borrow_mut() = Some(Some(stat));
+                self.state.storage().put(LATENCY_KEY, stat).await?;
+            }
         }
-        Response::from_json(&s)
+        let mut answer =
+            serde_json::to_value(s).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        if let (Some(o), Some(l)) = (answer.as_object_mut(), latency) {
+            o.insert(
+                "latency".to_owned(),
+                serde_json::to_value(l).map_err(|e| worker::Error::RustError(e.to_string()))?,
+            );
+        }
+        Response::from_json(&answer)
     }
 }

@@ -223,6 +223,9 @@ pub enum Strategy {
     /// The cheapest target whose model can serve the request (tools, images,
     /// JSON mode, context length); the other capable ones as fallbacks.
     Cost,
+    /// The target answering fastest recently (live per provider+model
+    /// statistics, a little exploration); the others as fallbacks.
+    Latency,
 }
 
 /// A named route.
@@ -238,6 +241,14 @@ pub struct RouteConfig {
     /// This route's cache policy (over the key's and the global one).
     #[serde(default)]
     pub cache: Option<crate::cache::CachePolicy>,
+    /// `latency` only: the share of requests that try another link first
+    /// (default 0.05).
+    #[serde(default)]
+    pub explore_rate: Option<f64>,
+    /// `latency` only: how old a link's statistic may be and still count
+    /// (default 300000 ms); older → measured again.
+    #[serde(default)]
+    pub stale_after_ms: Option<u64>,
 }
 
 /// One target of a route: a model, or another route.
@@ -638,6 +649,22 @@ impl GatewayConfig {
                     "{at}.on_status_codes: {code} is not an HTTP status"
                 ));
             }
+        }
+        if route.strategy != Strategy::Latency
+            && (route.explore_rate.is_some() || route.stale_after_ms.is_some())
+        {
+            errors.push(format!(
+                "{at}: explore_rate and stale_after_ms apply only to latency routes"
+            ));
+        }
+        if route
+            .explore_rate
+            .is_some_and(|r| !(0.0..=1.0).contains(&r))
+        {
+            errors.push(format!("{at}.explore_rate: a share from 0 to 1"));
+        }
+        if route.stale_after_ms.is_some_and(|ms| ms < 1_000) {
+            errors.push(format!("{at}.stale_after_ms: at least 1000"));
         }
         let last = route.targets.len().saturating_sub(1);
         for (i, t) in route.targets.iter().enumerate() {

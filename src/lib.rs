@@ -13,6 +13,7 @@ pub mod capabilities;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod latency;
 pub mod ledger;
 pub mod openai;
 pub mod pricing;

@@ -70,7 +70,14 @@ pub struct RequestFacts<'a> {
     pub body_bytes: u64,
     /// Prices for the `cost` strategy; without it every link is unpriced.
     pub price_of: Option<PriceOf<'a>>,
+    /// Live latency per `provider/model` for the `latency` strategy, and the
+    /// time to judge staleness by.
+    pub latency_of: Option<LatencyOf<'a>>,
+    pub now_ms: u64,
 }
+
+/// A link's live latency statistic by `provider/model` (`None`: unmeasured).
+pub type LatencyOf<'a> = &'a dyn Fn(&str) -> Option<crate::latency::LatencyStat>;
 
 impl<'a> RequestFacts<'a> {
     pub fn new(metadata: Option<&'a Map<String, Value>>, body: &'a Map<String, Value>) -> Self {
@@ -79,7 +86,15 @@ impl<'a> RequestFacts<'a> {
             body,
             body_bytes: 0,
             price_of: None,
+            latency_of: None,
+            now_ms: 0,
         }
+    }
+
+    pub fn with_latency(mut self, now_ms: u64, latency_of: LatencyOf<'a>) -> Self {
+        self.now_ms = now_ms;
+        self.latency_of = Some(latency_of);
+        self
     }
 
     pub fn with_cost(mut self, body_bytes: u64, price_of: PriceOf<'a>) -> Self {
@@ -182,6 +197,41 @@ fn expand_route(
     if depth >= MAX_ROUTE_DEPTH {
         return Err(GatewayError::invalid("Routes are nested too deeply."));
     }
+    if route.strategy == Strategy::Latency {
+        let mut all = RoutePlan::default();
+        let fallback = RouteConfig {
+            strategy: Strategy::Fallback,
+            ..route.clone()
+        };
+        expand_route(config, &fallback, facts, random, depth + 1, &mut all)?;
+        let names: Vec<String> = all
+            .links
+            .iter()
+            .map(|l| format!("{}/{}", l.provider, l.model))
+            .collect();
+        let stats: Vec<_> = names
+            .iter()
+            .map(|n| facts.latency_of.and_then(|f| f(n)))
+            .collect();
+        let policy = crate::latency::LatencyPolicy {
+            explore_rate: route
+                .explore_rate
+                .unwrap_or(crate::latency::DEFAULT_EXPLORE_RATE),
+            stale_after_ms: route
+                .stale_after_ms
+                .unwrap_or(crate::latency::DEFAULT_STALE_AFTER_MS),
+        };
+        let (order, decision) = crate::latency::order(&names, &stats, facts.now_ms, policy, random);
+        let mut slots: Vec<Option<Link>> = all.links.into_iter().map(Some).collect();
+        out.links.extend(
+            order
+                .into_iter()
+                .filter_map(|i| slots.get_mut(i).and_then(Option::take)),
+        );
+        out.decisions.extend(all.decisions);
+        out.decisions.push(decision);
+        return Ok(());
+    }
     if route.strategy == Strategy::Cost {
         // Every target's links, then the cheapest capable first.
         let mut all = RoutePlan::default();
@@ -197,7 +247,7 @@ fn expand_route(
         return Ok(());
     }
     let order: Vec<&TargetConfig> = match route.strategy {
-        Strategy::Cost => Vec::new(),
+        Strategy::Cost | Strategy::Latency => Vec::new(),
         Strategy::Fallback => route.targets.iter().collect(),
         Strategy::Loadbalance => weighted_order(&route.targets, random),
         Strategy::Conditional => route
@@ -608,6 +658,43 @@ mod tests {
              openai/o3-mini(context_length+max_output_tokens), groq/tiny(tools+context_length), \
              groq/mystery(tools (unknown)), openai/gpt-4o-mini(context_length+max_output_tokens)."
         );
+    }
+
+    #[test]
+    fn latency_orders_by_live_statistics() {
+        let c = GatewayConfig::from_json(json!({
+            "providers": {"openai": {}, "groq": {}},
+            "routes": {"fast": {"strategy": "latency", "explore_rate": 0.0, "targets": [
+                {"model": "openai/a", "retries": 1}, {"model": "groq/b"}
+            ]}}
+        }))
+        .unwrap();
+        let body = Map::new();
+        let stat = |ms: f64| crate::latency::LatencyStat {
+            ewma_ms: ms,
+            samples: 4,
+            updated_at_ms: 1_000,
+        };
+        let latency_of = |q: &str| match q {
+            "openai/a" => Some(stat(400.0)),
+            "groq/b" => Some(stat(30.0)),
+            _ => None,
+        };
+        let facts = RequestFacts::new(None, &body).with_latency(2_000, &latency_of);
+        let p = plan_route(&c, "fast", None, &facts, &mut || 0.5).unwrap();
+        assert_eq!(names(&p.links), ["groq/b", "openai/a"]);
+        assert_eq!(p.links[1].retries, 1, "links keep their target settings");
+        assert_eq!(p.decisions, ["latency:fastest groq/b=30ms openai/a=400ms"]);
+        // Nothing measured yet: route order, each to be measured.
+        let none = |_: &str| None;
+        let facts = RequestFacts::new(None, &body).with_latency(2_000, &none);
+        let p = plan_route(&c, "fast", None, &facts, &mut || 0.5).unwrap();
+        assert_eq!(names(&p.links), ["openai/a", "groq/b"]);
+        let bad = GatewayConfig::from_json(json!({
+            "providers": {"openai": {}},
+            "routes": {"f": {"strategy": "fallback", "explore_rate": 0.5, "targets": [{"model": "openai/a"}]}}
+        }));
+        assert!(bad.is_err());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! once from its own attempts, and synchronised with each link's
 //! `CircuitBreaker` Durable Object after the response, in `ctx.wait_until`,
 //! so a circuit opened anywhere closes the link everywhere within a request
-//! or two — without a Durable Object call on the request's path.
+//! or two — without a Durable Object call on the request's path. The same
+//! objects keep each link's live latency (`latency.rs`) for the `latency`
+//! routing strategy.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -12,12 +14,28 @@ use worker::{console_error, Env, Method, Request, RequestInit};
 
 use crate::bindings::CIRCUITS;
 use crate::breaker::{Admission, BreakerPolicy, BreakerState};
+use crate::latency::LatencyStat;
 use crate::ledger::AttemptRow;
 
 #[derive(Default)]
 struct Entry {
     state: BreakerState,
     probe_in_flight: bool,
+    latency: Option<LatencyStat>,
+}
+
+/// What a link's `CircuitBreaker` object answers.
+#[derive(serde::Deserialize)]
+struct Shared {
+    #[serde(flatten)]
+    state: BreakerState,
+    #[serde(default)]
+    latency: Option<LatencyStat>,
+}
+
+/// This isolate's latest view of a link's latency.
+pub fn latency(qualified: &str) -> Option<LatencyStat> {
+    VIEW.with(|v| v.borrow().get(qualified).and_then(|e| e.latency))
 }
 
 thread_local! {
@@ -44,30 +62,46 @@ pub fn attempt_is_healthy(a: &AttemptRow) -> bool {
     a.ok || matches!(a.status, Some(s) if (400..500).contains(&s) && ![408, 409, 425, 429].contains(&s))
 }
 
-/// Records an attempt's outcome in this isolate's view.
-pub fn record(qualified: &str, healthy: bool, now_ms: u64, policy: BreakerPolicy) {
+/// Records an attempt's outcome in this isolate's view; `latency_ms` for a
+/// successful attempt.
+pub fn record(
+    qualified: &str,
+    healthy: bool,
+    latency_ms: Option<u64>,
+    now_ms: u64,
+    policy: BreakerPolicy,
+) {
     VIEW.with(|v| {
         let mut view = v.borrow_mut();
         let entry = view.entry(qualified.to_owned()).or_default();
         entry.state.record(healthy, now_ms, policy);
         entry.probe_in_flight = false;
+        if let Some(ms) = latency_ms {
+            entry
+                .latency
+                .get_or_insert_with(LatencyStat::default)
+                .observe(ms, now_ms);
+        }
     });
 }
 
 /// Reports each attempt to its link's Durable Object and adopts the state it
-/// answers (the authority, which has heard from every isolate).
+/// answers (the authority, which has heard from every isolate). With the
+/// breaker off, only successful attempts are reported (for their latency).
 pub async fn sync(env: &Env, attempts: &[AttemptRow], now_ms: u64, policy: BreakerPolicy) {
-    if policy.failures_to_open == 0 || attempts.is_empty() {
+    let breaker_on = policy.failures_to_open > 0;
+    if attempts.is_empty() || (!breaker_on && !attempts.iter().any(|a| a.ok)) {
         return;
     }
     let Ok(namespace) = env.durable_object(CIRCUITS) else {
         // Without the binding circuits stay per isolate.
         return;
     };
-    for a in attempts {
+    for a in attempts.iter().filter(|a| breaker_on || a.ok) {
         let qualified = format!("{}/{}", a.provider, a.model);
         let body = json!({
             "healthy": attempt_is_healthy(a),
+            "latency_ms": a.ok.then_some(a.latency_ms),
             "now_ms": now_ms,
             "failures_to_open": policy.failures_to_open,
             "cool_down_ms": policy.cool_down_ms,
@@ -80,14 +114,18 @@ pub async fn sync(env: &Env, attempts: &[AttemptRow], now_ms: u64, policy: Break
                 .with_body(Some(wasm_bindgen::JsValue::from_str(&body)));
             let req = Request::new_with_init("https://circuit/report", &init)?;
             let mut resp = stub.fetch_with_request(req).await?;
-            resp.json::<BreakerState>().await
+            resp.json::<Shared>().await
         }
         .await;
         match result {
-            Ok(state) => VIEW.with(|v| {
+            Ok(shared) => VIEW.with(|v| {
                 let mut view = v.borrow_mut();
                 let entry = view.entry(qualified).or_default();
-                entry.state = state;
+                entry.state = shared.state;
+                entry.latency = match (entry.latency, shared.latency) {
+                    (Some(mine), Some(theirs)) => Some(mine.newer(theirs)),
+                    (mine, theirs) => mine.or(theirs),
+                };
             }),
             Err(e) => console_error!("circuit sync for {qualified} failed: {e}"),
         }

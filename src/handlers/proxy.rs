@@ -324,11 +324,13 @@ async fn proxy(
         .metadata
         .as_deref()
         .and_then(|m| serde_json::from_str(m).ok());
+    let latency_of = |qualified: &str| circuits::latency(qualified);
     let price_of = |provider: &str, model: &str| {
         crate::handlers::lookup_price(&config, provider, model).map(|(p, _)| p)
     };
-    let facts =
-        RequestFacts::new(metadata.as_ref(), &body).with_cost(after.prompt_bytes, &price_of);
+    let facts = RequestFacts::new(metadata.as_ref(), &body)
+        .with_cost(after.prompt_bytes, &price_of)
+        .with_latency(now_ms(), &latency_of);
     let mut random = random_unit;
     let plan = plan_route(&config, &model, inline.as_ref(), &facts, &mut random)?;
     if !plan.decisions.is_empty() {
@@ -816,7 +818,14 @@ async fn walk(
                     Ok(_) => true,
                     Err((failure, _)) => !failure.is_retryable(),
                 };
-                circuits::record(&qualified, healthy, now_ms(), r.breaker_policy());
+                let ok_latency = result.is_ok().then_some(latency_ms);
+                circuits::record(
+                    &qualified,
+                    healthy,
+                    ok_latency,
+                    now_ms(),
+                    r.breaker_policy(),
+                );
                 let (status, failure_label) = match &result {
                     Ok((_, status)) => (Some(*status), None),
                     Err((failure, _)) => (

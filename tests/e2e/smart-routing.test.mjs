@@ -1,4 +1,9 @@
-// Smart routing end to end (issue 12): the `cost` strategy picks the cheapest
+// Smart routing end to end (issue 12).
+//
+// The `latency` strategy converges on the link answering fastest (live
+// per-link statistics) and moves away when that link slows down.
+//
+// The `cost` strategy picks the cheapest
 // link whose model can serve the request — tools, images, JSON mode, context
 // length from data/capabilities.json and operator entries — and never one that
 // lacks a needed capability; the others stay as fallbacks in cost order; the
@@ -40,6 +45,11 @@ before(async () => {
       };
       gateway.routes = {
         ...(gateway.routes ?? {}),
+        fastest: {
+          strategy: 'latency',
+          explore_rate: 0.05,
+          targets: [{ model: 'openai/lat' }, { model: 'groq/lat' }],
+        },
         cheapest: {
           strategy: 'cost',
           targets: [{ model: 'openai/gpt-4o' }, { model: 'openai/gpt-4o-mini' }, { model: 'groq/mid' }, { model: 'groq/tiny' }],
@@ -127,5 +137,43 @@ describe('cost strategy', () => {
     assert.equal(body.error.param, 'model');
     assert.match(body.error.message, /openai\/gpt-4o\(context_length\+max_output_tokens\)/);
     assert.deepEqual(upstream(), []);
+  });
+});
+
+describe('latency strategy', () => {
+  /** Sends `n` requests one after another; returns which provider answered each. */
+  async function send(n) {
+    const answered = [];
+    for (let i = 0; i < n; i++) {
+      const { data, response } = await client.chat.completions
+        .create({ model: 'fastest', messages: [{ role: 'user', content: `ping ${i}` }], max_tokens: 5 })
+        .withResponse();
+      answered.push(response.headers.get('x-tollgate-provider') ?? /mock\((\w+)\)/.exec(data.choices[0].message.content)?.[1]);
+    }
+    return answered;
+  }
+  const count = (xs, v) => xs.filter((x) => x === v).length;
+
+  test('converges on the fastest link, then moves away when it slows down', async () => {
+    // Phase 1: openai answers in 250 ms, groq in ~0.
+    stack.mocks.openai.enqueue({ match: { model: 'lat' }, delayHeadersMs: 250, times: -1 });
+    const first = await send(20);
+    // Each link is measured once (unmeasured links go first), then groq.
+    assert.deepEqual(first.slice(0, 2).sort(), ['groq', 'openai'], first.join(','));
+    // Exploration sends ~5 % elsewhere: ≥ 11 of 15 fails by chance < 0.1 % of runs.
+    assert.ok(count(first.slice(5), 'groq') >= 11, `mostly groq after 5 requests: ${first.join(',')}`);
+
+    // Phase 2: groq slows to 600 ms, openai becomes fast.
+    for (const m of Object.values(stack.mocks)) m.reset();
+    stack.mocks.groq.enqueue({ match: { model: 'lat' }, delayHeadersMs: 600, times: -1 });
+    const second = await send(15);
+    const firstOpenai = second.indexOf('openai');
+    assert.ok(firstOpenai >= 0 && firstOpenai <= 3, `moved to openai within 4 requests: ${second.join(',')}`);
+    assert.ok(count(second.slice(5), 'openai') >= 7, `then stays on openai: ${second.join(',')}`);
+
+    const { response } = await client.chat.completions
+      .create({ model: 'fastest', messages: [{ role: 'user', content: 'why' }], max_tokens: 5 })
+      .withResponse();
+    assert.match(response.headers.get('x-tollgate-route-decision'), /^latency:(fastest|explore) (openai|groq)\/lat=\d+ms (openai|groq)\/lat=\d+ms$/);
   });
 });
