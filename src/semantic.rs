@@ -227,14 +227,12 @@ pub fn vector_to_bytes(v: &[f32]) -> Vec<u8> {
 
 /// The inverse of [`vector_to_bytes`]; `None` for a length not a multiple of 4.
 pub fn vector_from_bytes(b: &[u8]) -> Option<Vec<f32>> {
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return None;
     }
-    Some(
-        b.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-    )
+    b.chunks_exact(4)
+        .map(|c| c.try_into().ok().map(f32::from_le_bytes))
+        .collect()
 }
 
 /// What the index keeps next to each vector (Vectorize metadata, a column in
@@ -1176,15 +1174,20 @@ fn substitution(a: &[Token], b: &[Token]) -> bool {
         return false;
     }
     let (n, m) = (wa.len(), wb.len());
-    // lcs[i][j]: LCS length of wa[i..] and wb[j..].
-    let mut lcs = vec![vec![0u16; m + 1]; n + 1];
+    // lcs(i, j): LCS length of wa[i..] and wb[j..], row-major in a flat table.
+    let mut table = vec![0u16; (n + 1) * (m + 1)];
+    let at = |t: &[u16], i: usize, j: usize| t.get(i * (m + 1) + j).copied().unwrap_or(0);
+    let word = |w: &[String], i: usize| w.get(i).cloned().unwrap_or_default();
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            lcs[i][j] = if wa[i] == wb[j] {
-                lcs[i + 1][j + 1] + 1
+            let v = if word(&wa, i) == word(&wb, j) {
+                at(&table, i + 1, j + 1) + 1
             } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
+                at(&table, i + 1, j).max(at(&table, i, j + 1))
             };
+            if let Some(cell) = table.get_mut(i * (m + 1) + j) {
+                *cell = v;
+            }
         }
     }
     let novel = |span: &[String], other: &[String]| -> usize {
@@ -1196,23 +1199,26 @@ fn substitution(a: &[Token], b: &[Token]) -> bool {
         let (ca, cb) = (novel(sa, &wb), novel(sb, &wa));
         sa.len() <= 3 && sb.len() <= 3 && (1..=2).contains(&ca) && (1..=2).contains(&cb)
     };
+    let span = |w: &[String], from: usize, to: usize| -> Vec<String> {
+        w.get(from..to).map(<[String]>::to_vec).unwrap_or_default()
+    };
     let (mut i, mut j, mut gi, mut gj) = (0, 0, 0, 0);
     while i < n && j < m {
-        if wa[i] == wb[j] {
-            if gap(&wa[gi..i], &wb[gj..j]) {
+        if word(&wa, i) == word(&wb, j) {
+            if gap(&span(&wa, gi, i), &span(&wb, gj, j)) {
                 return true;
             }
             i += 1;
             j += 1;
             gi = i;
             gj = j;
-        } else if lcs[i + 1][j] >= lcs[i][j + 1] {
+        } else if at(&table, i + 1, j) >= at(&table, i, j + 1) {
             i += 1;
         } else {
             j += 1;
         }
     }
-    gap(&wa[gi..], &wb[gj..])
+    gap(&span(&wa, gi, n), &span(&wb, gj, m))
 }
 
 #[cfg(test)]
