@@ -1029,6 +1029,9 @@ struct Features {
     languages: Vec<&'static str>,
     /// The first unit, entity or language within three tokens after `to`/`into`.
     target: Option<String>,
+    /// `(direction, next content word)` for `to`/`into`/`from`: `a string to
+    /// an integer` vs `an integer to a string`, `into French` vs `from French`.
+    directions: Vec<(&'static str, String)>,
 }
 
 fn features(text: &str) -> Features {
@@ -1042,6 +1045,7 @@ fn features(text: &str) -> Features {
         entities: Vec::new(),
         languages: Vec::new(),
         target: None,
+        directions: Vec::new(),
     };
     for (i, t) in tokens.iter().enumerate() {
         let after_number = i > 0 && tokens.get(i - 1).and_then(|p| number(&p.lower)).is_some();
@@ -1052,7 +1056,13 @@ fn features(text: &str) -> Features {
             }
         }
         if let Some(u) = unit(&t.lower) {
-            if after_number || !AMBIGUOUS_UNITS.contains(&t.lower.as_str()) {
+            // Time words without a number (`what year`, `hours of sleep`)
+            // are not measurements.
+            let time = matches!(
+                u,
+                "second" | "minute" | "hour" | "day" | "week" | "month" | "year"
+            );
+            if after_number || !(AMBIGUOUS_UNITS.contains(&t.lower.as_str()) || time) {
                 f.units.push(u);
             }
         }
@@ -1068,6 +1078,21 @@ fn features(text: &str) -> Features {
             && (!t.sentence_start || !COMMON_WORDS.contains(&t.lower.as_str()));
         if (name_like || t.acronym) && number(&t.lower).is_none() && unit(&t.lower).is_none() {
             f.entities.push(t.lower.clone());
+        }
+        let direction = match t.lower.as_str() {
+            "to" | "into" | "onto" | "towards" | "toward" => Some("to"),
+            "from" => Some("from"),
+            _ => None,
+        };
+        if let Some(d) = direction {
+            let next = tokens
+                .iter()
+                .skip(i + 1)
+                .take(3)
+                .find(|n| !is_stopword(&n.lower));
+            if let Some(n) = next {
+                f.directions.push((d, stem(&n.lower)));
+            }
         }
         if f.target.is_none() && (t.lower == "to" || t.lower == "into") {
             f.target = tokens.iter().skip(i + 1).take(3).find_map(|n| {
@@ -1143,6 +1168,12 @@ pub fn near_miss(a: &str, b: &str) -> Option<Veto> {
         if x != y {
             return Some(Veto::Order);
         }
+    }
+    if !fa.directions.is_empty()
+        && !fb.directions.is_empty()
+        && dedup_sorted(&fa.directions) != dedup_sorted(&fb.directions)
+    {
+        return Some(Veto::Order);
     }
     if substitution(&fa.tokens, &fb.tokens) || substitution(&fb.tokens, &fa.tokens) {
         return Some(Veto::Substitution);
@@ -1464,6 +1495,16 @@ mod tests {
             (
                 "Flights from Paris to London",
                 "Flights from London to Paris",
+                Veto::Order,
+            ),
+            (
+                "Translate this sentence into French.",
+                "Translate this sentence from French.",
+                Veto::Order,
+            ),
+            (
+                "Convert a string to an integer in Python",
+                "Convert an integer to a string in Python",
                 Veto::Order,
             ),
             (
