@@ -12,7 +12,9 @@
     clippy::print_stdout,
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::indexing_slicing
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "a command-line benchmark: bad input ends it with a message"
 )]
 
 use std::collections::{BTreeMap, HashMap};
