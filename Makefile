@@ -1,5 +1,5 @@
 # tollgate — the two commands are `make dev` and `make test` (see README.md).
-.PHONY: dev test setup build deploy-check bench clean
+.PHONY: dev test setup build deploy-check bench bench-semantic clean
 
 ## Start the gateway locally (wrangler dev, local D1, demo provider, dev key).
 dev:
@@ -16,6 +16,13 @@ setup:
 ## Build the Worker into build/.
 build: setup
 	sh scripts/build.sh
+
+## Semantic cache: precision, recall, false-hit rate of the defaults with the
+## real local embedder. Another labelled set: make bench-semantic PAIRS=path.tsv
+PAIRS ?= bench/semantic/pairs.tsv
+bench-semantic: setup
+	.venv/bin/python bench/semantic/embed.py $(PAIRS) .venv/bench-vectors.json
+	cargo run --quiet --release --example bench_semantic -- $(PAIRS) .venv/bench-vectors.json $(THRESHOLD)
 
 clean:
 	rm -rf build target .wrangler

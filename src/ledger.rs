@@ -96,7 +96,7 @@ impl RequestRow {
         };
         let cost = crate::pricing::cost_micros(price, &usage);
         self.pricing = Some(how);
-        if self.cache_status == Some("hit") {
+        if matches!(self.cache_status, Some("hit" | "semantic_hit")) {
             self.cost_micros = Some(0);
             self.saved_micros = Some(cost);
         } else {

@@ -22,6 +22,7 @@ pub mod request;
 pub mod router;
 pub mod routing;
 pub mod secret;
+pub mod semantic;
 pub mod sse;
 pub mod usage;
 pub mod walker;
@@ -34,6 +35,8 @@ mod circuit_do;
 mod handlers;
 #[cfg(target_arch = "wasm32")]
 mod http;
+#[cfg(target_arch = "wasm32")]
+mod semantic_do;
 #[cfg(target_arch = "wasm32")]
 mod store;
 #[cfg(target_arch = "wasm32")]

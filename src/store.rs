@@ -77,6 +77,7 @@ impl KeyRecord {
             cache: self.cache_policy.as_deref().map(|p| {
                 serde_json::from_str(p).unwrap_or(crate::cache::CachePolicy {
                     mode: Some(crate::config::CacheMode::Off),
+                    semantic: Some(crate::semantic::SemanticMode::Off),
                     ..Default::default()
                 })
             }),

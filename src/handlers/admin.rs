@@ -504,7 +504,7 @@ async fn project_budget(env: &Env, id: &str) -> Result<Response, GatewayError> {
 /// invocation); the answer says whether more remain.
 const PURGE_BATCH: usize = 800;
 
-/// `DELETE /admin/cache?key_id=…&model=…` — purges exact-cache entries: all,
+/// `DELETE /admin/cache?key_id=…&model=…` — purges exact- and semantic-cache entries: all,
 /// one key's (`key_id`), one route's (`model`, as clients send it), or one
 /// key's entries for one route. Deletes up to 800 entries per call and says
 /// whether more remain (`"more": true` → call again).
@@ -534,6 +534,17 @@ async fn purge_cache(req: &Request, env: &Env) -> Result<Response, GatewayError>
         console_error!("KV binding {CACHE_KV} is missing: {e}");
         GatewayError::Misconfigured
     })?;
+    // Semantic entries live under the same KV prefixes (purged below); a
+    // key's vectors in the embedded index go too. Vectors left elsewhere
+    // point at purged entries and are dropped when a query finds them.
+    if let (Some(k), Ok(c)) = (&key_id, crate::handlers::config(env)) {
+        if let Ok(index) = crate::handlers::semantic::Index::open(env, c.semantic.index, k) {
+            let route = model.as_deref().map(cache::kv_route_segment);
+            if let Err(e) = index.purge(route.as_deref()).await {
+                console_error!("semantic index purge failed: {e}");
+            }
+        }
+    }
     let mut deleted = 0usize;
     let mut cursor: Option<String> = None;
     let more = loop {

@@ -9,6 +9,7 @@ pub mod circuits;
 pub mod health;
 pub mod models;
 pub mod proxy;
+pub mod semantic;
 
 use std::cell::RefCell;
 use std::rc::Rc;

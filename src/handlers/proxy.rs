@@ -15,7 +15,9 @@ use crate::budget::Admission as BudgetAdmission;
 use crate::cache::{self, CacheEntry};
 use crate::config::{CacheMode, GatewayConfig, RouteConfig};
 use crate::error::GatewayError;
-use crate::handlers::{authenticate_key, budgets, circuits, config, database, price_row, secret};
+use crate::handlers::{
+    authenticate_key, budgets, circuits, config, database, price_row, secret, semantic,
+};
 use crate::http::{
     error_response, new_request_id, now_ms, random_bytes, read_body_limited, set_header,
     REQUEST_ID_HEADER,
@@ -28,6 +30,7 @@ use crate::request::{
     check_json_safety, parse_chat, parse_embeddings, parse_json_object, parse_metadata,
 };
 use crate::routing::{plan_route, Link, RequestFacts, Target};
+use crate::semantic::{self as sem, SemanticMode, Verdict};
 use crate::store;
 use crate::upstream::{self, ByteSource, ObservedStream, StreamReport};
 use crate::usage::{unreported_usage, usage_from_response, ChatStreamObserver};
@@ -89,6 +92,23 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
         ctx.wait_until(async move { circuits::sync(&env, &attempts, now_ms(), policy).await });
     }
     let db = database(&env);
+    if let (Some(shadow), Ok(db)) = (after.shadow.take(), database(&env)) {
+        let request_id = row.request_id.clone();
+        let key_id = row.key_id.clone();
+        ctx.wait_until(async move {
+            semantic::log_shadow(
+                &db,
+                &request_id,
+                &key_id,
+                &shadow.model,
+                &shadow.candidate,
+                shadow.similarity,
+                shadow.threshold,
+                shadow.verdict,
+            )
+            .await;
+        });
+    }
     match result {
         Ok(Answer::Complete(resp, body)) => {
             if let Some(h) = &cache_header {
@@ -99,6 +119,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
             }
             if let (Some(write), Some(body)) = (after.cache_write.take(), body) {
                 let env = env.clone();
+                let semantic_write = after.semantic_write.take();
                 let provider = row.provider.clone().unwrap_or_default();
                 ctx.wait_until(async move {
                     let entry = match endpoint {
@@ -110,7 +131,12 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
                         }
                     };
                     match entry {
-                        Ok(entry) => store_cache_entry(&env, &write, &entry).await,
+                        Ok(entry) => {
+                            store_cache_entry(&env, &write, &entry).await;
+                            if let Some(sem) = &semantic_write {
+                                store_semantic(&env, sem, &write, &entry).await;
+                            }
+                        }
                         Err(why) => console_error!("not cached: {why}"),
                     }
                 });
@@ -152,7 +178,12 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
                             let provider = row.provider.clone().unwrap_or_default();
                             match CacheEntry::from_completion(completion, &provider, started / 1000)
                             {
-                                Ok(entry) => store_cache_entry(&env, write, &entry).await,
+                                Ok(entry) => {
+                                    store_cache_entry(&env, write, &entry).await;
+                                    if let Some(sem) = &after.semantic_write {
+                                        store_semantic(&env, sem, write, &entry).await;
+                                    }
+                                }
                                 Err(why) => console_error!("not cached: {why}"),
                             }
                         }
@@ -376,8 +407,17 @@ async fn proxy(
         .policy()
         .overlay(&grant.cache.clone().unwrap_or_default())
         .overlay(&route_policy);
+    let semantic_mode = semantic_mode(req, &config, &policy, endpoint);
     let decision = cache_decision(
-        req, &config, &policy, endpoint, &body, &grant.id, &model, &links,
+        req,
+        &config,
+        &policy,
+        endpoint,
+        &body,
+        &grant.id,
+        &model,
+        &links,
+        semantic_mode.is_some(),
     )?;
     row.cache_status = decision.status();
     let mut keep_body = None;
@@ -387,6 +427,23 @@ async fn proxy(
                 if let Some(answer) = cache_hit(&entry, endpoint, &body, stream, row) {
                     return Ok(answer);
                 }
+            }
+        }
+        if let Some(mode) = semantic_mode {
+            let threshold = policy
+                .semantic_threshold
+                .unwrap_or(config.semantic.threshold);
+            let lookup = SemanticLookup {
+                mode,
+                read,
+                threshold,
+                tenant: &grant.id,
+                model: &model,
+                body: &body,
+                write: &write,
+            };
+            if let Some(answer) = semantic_layer(env, &config, lookup, stream, row, after).await {
+                return Ok(answer);
             }
         }
         keep_body = Some(write.max_entry_bytes);
@@ -414,6 +471,10 @@ struct AfterResponse {
     budget_held: Vec<BudgetScope>,
     /// What smart routing strategies decided (`x-tollgate-route-decision`).
     route_decision: Option<String>,
+    /// Where the answer goes in the semantic index (with the exact-cache write).
+    semantic_write: Option<SemanticWrite>,
+    /// A would-be semantic hit to record (shadow mode).
+    shadow: Option<ShadowRecord>,
 }
 
 /// The tokens a request may use: the prompt at its upper bound (body bytes +
@@ -482,6 +543,9 @@ struct CacheWrite {
     name: String,
     ttl_secs: u64,
     max_entry_bytes: usize,
+    /// The route identity and namespace in the key (the semantic partition reuses them).
+    identity: String,
+    namespace: Option<String>,
 }
 
 enum CacheDecision {
@@ -520,20 +584,22 @@ fn cache_decision(
     tenant: &str,
     model: &str,
     links: &[Link],
+    semantic_on: bool,
 ) -> Result<CacheDecision, GatewayError> {
     let header = |name: &str| req.headers().get(name).ok().flatten();
     let control = header(CACHE_HEADER).map(|v| v.trim().to_ascii_lowercase());
     let mode = policy.mode.unwrap_or(config.cache.mode);
     let (wanted, read) = match (control.as_deref(), mode) {
         (Some("off"), _) | (_, CacheMode::Off) => (false, false),
-        (Some("exact"), _) => (true, true),
+        (Some("exact" | "semantic"), _) => (true, true),
         (Some("refresh"), _) => (true, false),
         (None, CacheMode::On) => (true, true),
-        (None, CacheMode::OptIn) => (false, false),
+        // A semantic layer that is on brings the exact lookup before it.
+        (None, CacheMode::OptIn) => (semantic_on, semantic_on),
         (Some(_), _) => {
             return Err(GatewayError::invalid_param(
                 CACHE_HEADER,
-                "x-tollgate-cache must be exact, refresh or off.",
+                "x-tollgate-cache must be exact, semantic, refresh or off.",
             ))
         }
     };
@@ -590,6 +656,8 @@ fn cache_decision(
             ttl_secs,
             max_entry_bytes: usize::try_from(config.cache.max_entry_bytes)
                 .unwrap_or(cache::DEFAULT_MAX_ENTRY_BYTES),
+            identity,
+            namespace,
         },
     })
 }
@@ -1199,4 +1267,212 @@ fn with_timing(
     };
     set_header(&headers, "server-timing", &timing);
     resp.with_headers(headers)
+}
+
+// ------------------------------------------------------------ semantic cache
+
+/// The semantic layer's mode for this request: `None` when it does not run.
+/// `x-tollgate-cache: semantic` asks for it where the policy allows it
+/// (`opt-in`, `on`; `shadow` stays shadow); `exact` asks for the exact cache
+/// only. Chat only: an embedding request is its own exact key.
+fn semantic_mode(
+    req: &Request,
+    config: &GatewayConfig,
+    policy: &cache::CachePolicy,
+    endpoint: Endpoint,
+) -> Option<SemanticMode> {
+    if endpoint != Endpoint::ChatCompletions {
+        return None;
+    }
+    let control = req
+        .headers()
+        .get(CACHE_HEADER)
+        .ok()
+        .flatten()
+        .map(|v| v.trim().to_ascii_lowercase());
+    let mode = policy.semantic.unwrap_or(config.semantic.mode);
+    match (control.as_deref(), mode) {
+        (_, SemanticMode::Off) | (Some("exact" | "off"), _) => None,
+        (Some("semantic"), SemanticMode::OptIn) => Some(SemanticMode::On),
+        (_, SemanticMode::OptIn) => None,
+        (_, m) => Some(m),
+    }
+}
+
+/// Inputs of one semantic lookup.
+struct SemanticLookup<'a> {
+    mode: SemanticMode,
+    /// False for `refresh`: store only.
+    read: bool,
+    threshold: f32,
+    tenant: &'a str,
+    model: &'a str,
+    body: &'a Map<String, Value>,
+    write: &'a CacheWrite,
+}
+
+/// Where a fresh answer goes in the semantic index.
+struct SemanticWrite {
+    tenant: String,
+    model: String,
+    partition: String,
+    text: String,
+    vector: Vec<f32>,
+}
+
+/// A would-be hit for the `semantic_shadow` table.
+struct ShadowRecord {
+    model: String,
+    candidate: String,
+    similarity: f32,
+    threshold: f32,
+    verdict: &'static str,
+}
+
+/// The KV name of a semantic entry: under the exact cache's tenant/route
+/// prefix, so `DELETE /admin/cache` purges both.
+fn semantic_kv_name(tenant: &str, model: &str, id: &str) -> String {
+    cache::kv_name(tenant, model, &format!("sem-{id}"))
+}
+
+/// Embeds the last user turn and queries the index, all within the
+/// configured deadline; answers a hit (mode `on`), records the best
+/// candidate (mode `shadow`), and plans the write of the fresh answer.
+/// Anything slow or failing is a miss.
+async fn semantic_layer(
+    env: &Env,
+    config: &GatewayConfig,
+    l: SemanticLookup<'_>,
+    stream: bool,
+    row: &mut RequestRow,
+    after: &mut AfterResponse,
+) -> Option<Answer> {
+    let s = sem::semantic_request(
+        l.tenant,
+        &l.write.identity,
+        l.write.namespace.as_deref(),
+        l.body,
+    )?;
+    let started = now_ms();
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let now_secs = started / 1000;
+    let index = match semantic::Index::open(env, config.semantic.index, l.tenant) {
+        Ok(i) => i,
+        Err(e) => {
+            console_error!("semantic cache: no index: {e}");
+            return None;
+        }
+    };
+    let work = async {
+        let vector = semantic::embed(env, config, &s.text, &signal).await?;
+        let matches = if l.read {
+            index.query(&s.partition, &vector, now_secs).await?
+        } else {
+            Vec::new()
+        };
+        Ok::<_, String>((vector, matches))
+    };
+    let (vector, matches) = match within(config.semantic.deadline_ms, work).await {
+        Some(Ok(found)) => found,
+        Some(Err(e)) => {
+            console_error!("semantic cache skipped: {e}");
+            return None;
+        }
+        None => {
+            controller.abort();
+            console_error!(
+                "semantic cache skipped: over its {} ms deadline",
+                config.semantic.deadline_ms
+            );
+            return None;
+        }
+    };
+    after.semantic_write = Some(SemanticWrite {
+        tenant: l.tenant.to_owned(),
+        model: l.model.to_owned(),
+        partition: s.partition.clone(),
+        text: s.text.clone(),
+        vector,
+    });
+    let tag = sem::tenant_tag(l.tenant);
+    let judged: Vec<(&sem::Match, Verdict)> = matches
+        .iter()
+        .map(|m| (m, sem::judge(&s.text, &tag, m, l.threshold, now_secs)))
+        .collect();
+    let hit = judged.iter().find(|(_, v)| *v == Verdict::Hit);
+    if l.mode == SemanticMode::Shadow {
+        let best = hit.or_else(|| judged.first());
+        if let Some((m, v)) = best.filter(|(m, _)| m.score >= config.semantic.shadow_min_similarity)
+        {
+            after.shadow = Some(ShadowRecord {
+                model: l.model.to_owned(),
+                candidate: m.id.clone(),
+                similarity: m.score,
+                threshold: l.threshold,
+                verdict: v.label(),
+            });
+        }
+        return None;
+    }
+    let (m, _) = hit?;
+    let Some(entry) = load_cache_entry(env, &semantic_kv_name(l.tenant, l.model, &m.id)).await
+    else {
+        // Purged or expired in KV: the vector is dangling.
+        let _ = within(100, index.delete(std::slice::from_ref(&m.id))).await;
+        return None;
+    };
+    let answer = cache_hit(&entry, Endpoint::ChatCompletions, l.body, stream, row)?;
+    row.cache_status = Some("semantic_hit");
+    after.semantic_write = None;
+    if let Answer::Complete(resp, _) = &answer {
+        set_header(
+            resp.headers(),
+            "x-tollgate-cache-similarity",
+            &format!("{:.4}", m.score),
+        );
+        set_header(
+            resp.headers(),
+            "server-timing",
+            &format!("semantic;dur={}", now_ms().saturating_sub(started)),
+        );
+    }
+    Some(answer)
+}
+
+/// Stores a fresh answer for the semantic layer: the entry in KV (same TTL
+/// as the exact entry), then its vector in the index.
+async fn store_semantic(env: &Env, w: &SemanticWrite, write: &CacheWrite, entry: &CacheEntry) {
+    let Ok(config) = config(env) else { return };
+    let id = sem::vector_id(&w.partition, &w.text);
+    let kv_write = CacheWrite {
+        name: semantic_kv_name(&w.tenant, &w.model, &id),
+        ttl_secs: write.ttl_secs,
+        max_entry_bytes: write.max_entry_bytes,
+        identity: String::new(),
+        namespace: None,
+    };
+    store_cache_entry(env, &kv_write, entry).await;
+    let meta = sem::StoredMeta {
+        tenant: sem::tenant_tag(&w.tenant),
+        text: w.text.clone(),
+        expires_at: now_ms() / 1000 + write.ttl_secs,
+    };
+    let result = match semantic::Index::open(env, config.semantic.index, &w.tenant) {
+        Ok(index) => {
+            index
+                .upsert(
+                    &id,
+                    &w.partition,
+                    &cache::kv_route_segment(&w.model),
+                    &w.vector,
+                    &meta,
+                )
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        console_error!("semantic cache write failed: {e}");
+    }
 }

@@ -80,8 +80,10 @@ const FLAVORS = { anthropic: 'anthropic', gemini: 'gemini', azure: 'azure', cohe
  * @param {Record<string, {apiKey?: string|null, kind?: string, flavor?: string}>} [opts.providers] mock providers to start, by config name (kind defaults to the name; the mock's wire flavor follows the kind)
  * @param {Record<string, string|null>} [opts.secrets] extra .dev.vars entries (null removes a default such as ADMIN_TOKEN)
  * @param {(gateway: object) => void} [opts.editConfig] change the GATEWAY config before start
+ * @param {(toml: object) => void} [opts.editWrangler] change the Worker's wrangler config (e.g. add a service binding)
+ * @param {object[]} [opts.extraWorkers] wrangler configs of stand-in Workers run alongside (`wrangler dev -c main -c extra…`); `main` is resolved against the repo root
  */
-export async function startStack({ providers = { openai: { apiKey: 'sk-test-openai-0000000000000000' } }, secrets = {}, editConfig } = {}) {
+export async function startStack({ providers = { openai: { apiKey: 'sk-test-openai-0000000000000000' } }, secrets = {}, editConfig, editWrangler, extraWorkers = [] } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-e2e-'));
   const mocks = {};
   for (const [name, p] of Object.entries(providers)) {
@@ -104,8 +106,14 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
   // circuit breaker for the next test; routing tests turn it back on.
   gateway.resilience = { circuit_failures: 0, ...(gateway.resilience ?? {}) };
   if (editConfig) editConfig(gateway);
+  if (editWrangler) editWrangler(toml);
   const configPath = path.join(dir, 'wrangler.json');
   fs.writeFileSync(configPath, JSON.stringify(toml, null, 2));
+  const extraArgs = extraWorkers.flatMap((w, i) => {
+    const p = path.join(dir, `extra-${i}.json`);
+    fs.writeFileSync(p, JSON.stringify({ ...w, main: path.join(ROOT, w.main) }, null, 2));
+    return ['-c', p];
+  });
 
   const vars = { ADMIN_TOKEN };
   for (const [name, p] of Object.entries(providers)) {
@@ -135,7 +143,7 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
     const inspectorPort = await freePort();
     const child = spawn(
       process.execPath,
-      [WRANGLER, 'dev', '-c', configPath, '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspectorPort), '--persist-to', persist, '--log-level', 'info', '--show-interactive-dev-session=false'],
+      [WRANGLER, 'dev', '-c', configPath, ...extraArgs, '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspectorPort), '--persist-to', persist, '--log-level', 'info', '--show-interactive-dev-session=false'],
       { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
     );
     child.stdout.on('data', (d) => (logs += d));
@@ -175,6 +183,8 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
   const stack = {
     url: running.url,
     dir,
+    configPath,
+    persist,
     mocks,
     adminToken: ADMIN_TOKEN,
     logs: () => logs,
