@@ -438,6 +438,29 @@ pub struct BudgetSnapshot {
     pub expired_unsettled: u64,
 }
 
+impl BudgetSnapshot {
+    /// The largest share of any money or token budget that is spent or
+    /// reserved (0 when there is none; may pass 1). The `budget` routing
+    /// strategy moves requests to cheaper tiers as it grows.
+    pub fn used_fraction(&self) -> f64 {
+        [&self.day, &self.month, &self.lifetime]
+            .iter()
+            .flat_map(|w| {
+                let money = w
+                    .limit_micros
+                    .filter(|l| *l > 0)
+                    .map(|l| w.spent_micros.saturating_add(w.reserved_micros) as f64 / l as f64);
+                let tokens = w
+                    .limit_tokens
+                    .filter(|l| *l > 0)
+                    .map(|l| w.spent_tokens.saturating_add(w.reserved_tokens) as f64 / l as f64);
+                [money, tokens]
+            })
+            .flatten()
+            .fold(0.0, f64::max)
+    }
+}
+
 /// What the Durable Object persists; see the module docs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -1651,6 +1674,24 @@ mod tests {
             e.message
         );
         assert_eq!((e.status, e.code()), (429, "rate_limit_exceeded"));
+    }
+
+    #[test]
+    fn used_fraction_is_the_tightest_budget() {
+        let limits = Limits {
+            micro_usd_per_day: Some(1_000),
+            micro_usd_lifetime: Some(100_000),
+            tokens_per_month: Some(10_000),
+            ..Limits::default()
+        };
+        let mut s = BudgetState::new();
+        assert_eq!(s.snapshot(t0(), &limits).used_fraction(), 0.0);
+        s.admit(t0(), &limits, adm("a", 300, 100)).unwrap();
+        s.settle(t0() + 1, "a", 300, 100);
+        s.admit(t0() + 2, &limits, adm("b", 200, 100)).unwrap();
+        // Day: (300 spent + 200 reserved) / 1000 beats lifetime and tokens.
+        assert_eq!(s.snapshot(t0() + 3, &limits).used_fraction(), 0.5);
+        assert_eq!(s.snapshot(t0(), &Limits::default()).used_fraction(), 0.0);
     }
 
     #[test]

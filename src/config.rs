@@ -274,6 +274,10 @@ pub enum Strategy {
     /// The target answering fastest recently (live per provider+model
     /// statistics, a little exploration); the others as fallbacks.
     Latency,
+    /// Budget-aware tiers: the first target whose `until_used` is above the
+    /// share of the key's (or its project's) tightest budget already used;
+    /// the later (cheaper) targets as fallbacks.
+    Budget,
 }
 
 /// A named route.
@@ -329,6 +333,10 @@ pub struct TargetConfig {
     pub retries: Option<u32>,
     #[serde(default)]
     pub on_status_codes: Option<Vec<u16>>,
+    /// `budget` routes: this target serves while less than this share (0-1)
+    /// of the tightest budget is used; none = always (the last tier).
+    #[serde(default)]
+    pub until_used: Option<f64>,
 }
 
 /// Request fields a route's `params` may not set: they define the request
@@ -743,6 +751,17 @@ impl GatewayConfig {
             errors.push(format!(
                 "{at}: explore_rate and stale_after_ms apply only to latency routes"
             ));
+        }
+        for (i, t) in route.targets.iter().enumerate() {
+            match (t.until_used, route.strategy) {
+                (Some(_), s) if s != Strategy::Budget => errors.push(format!(
+                    "{at}.targets[{i}].until_used: only budget routes use it"
+                )),
+                (Some(f), _) if !(f > 0.0 && f <= 1.0) => errors.push(format!(
+                    "{at}.targets[{i}].until_used: a share above 0 and at most 1"
+                )),
+                _ => {}
+            }
         }
         if route
             .explore_rate

@@ -74,6 +74,9 @@ pub struct RequestFacts<'a> {
     /// time to judge staleness by.
     pub latency_of: Option<LatencyOf<'a>>,
     pub now_ms: u64,
+    /// The share of the key's tightest budget already used (the `budget`
+    /// strategy); `None` when the key has no budget.
+    pub budget_used: Option<f64>,
 }
 
 /// A link's live latency statistic by `provider/model` (`None`: unmeasured).
@@ -88,7 +91,13 @@ impl<'a> RequestFacts<'a> {
             price_of: None,
             latency_of: None,
             now_ms: 0,
+            budget_used: None,
         }
+    }
+
+    pub fn with_budget_used(mut self, used: Option<f64>) -> Self {
+        self.budget_used = used;
+        self
     }
 
     pub fn with_latency(mut self, now_ms: u64, latency_of: LatencyOf<'a>) -> Self {
@@ -246,8 +255,39 @@ fn expand_route(
         out.decisions.push(decision);
         return Ok(());
     }
+    if route.strategy == Strategy::Budget {
+        let used = facts.budget_used.unwrap_or(0.0);
+        let first = route
+            .targets
+            .iter()
+            .position(|t| t.until_used.is_none_or(|until| used < until))
+            .unwrap_or(route.targets.len().saturating_sub(1));
+        let tier = RouteConfig {
+            strategy: Strategy::Fallback,
+            targets: route.targets.iter().skip(first).cloned().collect(),
+            ..route.clone()
+        };
+        let mut chosen = RoutePlan::default();
+        expand_route(config, &tier, facts, random, depth + 1, &mut chosen)?;
+        let label = match facts.budget_used {
+            None => "no budget".to_owned(),
+            Some(_) => format!("{}% used", (used * 100.0).round()),
+        };
+        out.decisions.extend(chosen.decisions);
+        out.decisions.push(match chosen.links.first() {
+            Some(l) => format!(
+                "budget:{label} tier={} {}/{}",
+                first + 1,
+                l.provider,
+                l.model
+            ),
+            None => format!("budget:{label} tier={}", first + 1),
+        });
+        out.links.extend(chosen.links);
+        return Ok(());
+    }
     let order: Vec<&TargetConfig> = match route.strategy {
-        Strategy::Cost | Strategy::Latency => Vec::new(),
+        Strategy::Cost | Strategy::Latency | Strategy::Budget => Vec::new(),
         Strategy::Fallback => route.targets.iter().collect(),
         Strategy::Loadbalance => weighted_order(&route.targets, random),
         Strategy::Conditional => route
@@ -279,6 +319,29 @@ fn expand_route(
         }
     }
     Ok(())
+}
+
+/// Whether a request for `requested` may reach a `budget` route (then the
+/// handler reads the key's budget state before routing; other requests pay
+/// nothing for the strategy's existence).
+pub fn uses_budget_strategy(
+    config: &GatewayConfig,
+    requested: &str,
+    inline: Option<&RouteConfig>,
+) -> bool {
+    fn walk(config: &GatewayConfig, route: &RouteConfig, depth: usize) -> bool {
+        depth < MAX_ROUTE_DEPTH
+            && (route.strategy == Strategy::Budget
+                || route.targets.iter().any(|t| {
+                    t.route
+                        .as_ref()
+                        .and_then(|r| config.routes.get(r))
+                        .is_some_and(|r| walk(config, r, depth + 1))
+                }))
+    }
+    inline
+        .or_else(|| config.routes.get(requested))
+        .is_some_and(|r| walk(config, r, 0))
 }
 
 /// The `cost` strategy: drops the links whose model cannot serve the request
@@ -693,6 +756,50 @@ mod tests {
         let bad = GatewayConfig::from_json(json!({
             "providers": {"openai": {}},
             "routes": {"f": {"strategy": "fallback", "explore_rate": 0.5, "targets": [{"model": "openai/a"}]}}
+        }));
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn budget_tiers_move_to_cheaper_targets_as_the_budget_is_used() {
+        let c = GatewayConfig::from_json(json!({
+            "providers": {"openai": {}, "groq": {}},
+            "routes": {
+                "thrifty": {"strategy": "budget", "targets": [
+                    {"model": "openai/gpt-4o", "until_used": 0.5},
+                    {"model": "openai/gpt-4o-mini", "until_used": 0.9},
+                    {"model": "groq/llama"}
+                ]},
+                "outer": {"strategy": "fallback", "targets": [{"route": "thrifty"}]}
+            }
+        }))
+        .unwrap();
+        let body = Map::new();
+        let plan = |used: Option<f64>| {
+            let facts = RequestFacts::new(None, &body).with_budget_used(used);
+            plan_route(&c, "thrifty", None, &facts, &mut || 0.0).unwrap()
+        };
+        let p = plan(None);
+        assert_eq!(
+            names(&p.links),
+            ["openai/gpt-4o", "openai/gpt-4o-mini", "groq/llama"]
+        );
+        assert_eq!(p.decisions, ["budget:no budget tier=1 openai/gpt-4o"]);
+        assert_eq!(
+            names(&plan(Some(0.49)).links),
+            ["openai/gpt-4o", "openai/gpt-4o-mini", "groq/llama"]
+        );
+        let p = plan(Some(0.5));
+        assert_eq!(names(&p.links), ["openai/gpt-4o-mini", "groq/llama"]);
+        assert_eq!(p.decisions, ["budget:50% used tier=2 openai/gpt-4o-mini"]);
+        assert_eq!(names(&plan(Some(0.95)).links), ["groq/llama"]);
+        assert_eq!(names(&plan(Some(3.0)).links), ["groq/llama"]);
+        assert!(uses_budget_strategy(&c, "thrifty", None));
+        assert!(uses_budget_strategy(&c, "outer", None));
+        assert!(!uses_budget_strategy(&c, "openai/gpt-4o", None));
+        let bad = GatewayConfig::from_json(json!({
+            "providers": {"openai": {}},
+            "routes": {"f": {"strategy": "fallback", "targets": [{"model": "openai/a", "until_used": 0.5}]}}
         }));
         assert!(bad.is_err());
     }

@@ -222,3 +222,21 @@ pub async fn snapshot(env: &Env, scope: &BudgetScope) -> Result<Value, GatewayEr
             GatewayError::Internal
         })
 }
+
+/// The largest share of any budget used across the request's scopes (key,
+/// project), for the `budget` routing strategy; `None` without budgets. A
+/// state that cannot be read counts as unknown (`None`): routing then uses
+/// the first tier, and admission still enforces every limit.
+pub async fn used_fraction(env: &Env, scopes: &[BudgetScope]) -> Option<f64> {
+    let mut used: Option<f64> = None;
+    for scope in scopes {
+        let snapshot: Option<crate::budget::BudgetSnapshot> = snapshot(env, scope)
+            .await
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok());
+        if let Some(s) = snapshot {
+            used = Some(used.unwrap_or(0.0).max(s.used_fraction()));
+        }
+    }
+    used
+}

@@ -355,13 +355,20 @@ async fn proxy(
         .metadata
         .as_deref()
         .and_then(|m| serde_json::from_str(m).ok());
+    // Only a route that tiers by budget pays for reading the budget first.
+    let budget_used = if crate::routing::uses_budget_strategy(&config, &model, inline.as_ref()) {
+        budgets::used_fraction(env, &grant.budget_scopes()).await
+    } else {
+        None
+    };
     let latency_of = |qualified: &str| circuits::latency(qualified);
     let price_of = |provider: &str, model: &str| {
         crate::handlers::lookup_price(&config, provider, model).map(|(p, _)| p)
     };
     let facts = RequestFacts::new(metadata.as_ref(), &body)
         .with_cost(after.prompt_bytes, &price_of)
-        .with_latency(now_ms(), &latency_of);
+        .with_latency(now_ms(), &latency_of)
+        .with_budget_used(budget_used);
     let mut random = random_unit;
     let plan = plan_route(&config, &model, inline.as_ref(), &facts, &mut random)?;
     if !plan.decisions.is_empty() {

@@ -3,6 +3,9 @@
 // The `latency` strategy converges on the link answering fastest (live
 // per-link statistics) and moves away when that link slows down.
 //
+// The `budget` strategy moves a key to a cheaper tier once it has used half
+// of its budget, instead of refusing it.
+//
 // The `cost` strategy picks the cheapest
 // link whose model can serve the request — tools, images, JSON mode, context
 // length from data/capabilities.json and operator entries — and never one that
@@ -45,6 +48,10 @@ before(async () => {
       };
       gateway.routes = {
         ...(gateway.routes ?? {}),
+        thrifty: {
+          strategy: 'budget',
+          targets: [{ model: 'openai/gpt-4o', until_used: 0.5 }, { model: 'openai/gpt-4o-mini' }],
+        },
         fastest: {
           strategy: 'latency',
           explore_rate: 0.05,
@@ -175,5 +182,49 @@ describe('latency strategy', () => {
       .create({ model: 'fastest', messages: [{ role: 'user', content: 'why' }], max_tokens: 5 })
       .withResponse();
     assert.match(response.headers.get('x-tollgate-route-decision'), /^latency:(fastest|explore) (openai|groq)\/lat=\d+ms (openai|groq)\/lat=\d+ms$/);
+  });
+});
+
+describe('budget strategy', () => {
+  test('below half of the key’s budget → gpt-4o; at 67 % → gpt-4o-mini (not a refusal); back under half → gpt-4o', async () => {
+    const key = await stack.createKey({ name: 'thrifty', limits: { micro_usd_lifetime: 1_000_000 } });
+    const c = new OpenAI({ apiKey: key.key, baseURL: `${stack.url}/v1`, maxRetries: 0 });
+    const ask = (content) =>
+      c.chat.completions.create({ model: 'thrifty', messages: [{ role: 'user', content }], max_tokens: 5 }).withResponse();
+
+    // A long prompt: the mock's usage grows with it, so this request spends real money.
+    const first = await ask('spend '.repeat(2000));
+    assert.equal(first.data.model.startsWith('gpt-4o-mini'), false, first.data.model);
+    assert.deepEqual(upstream(), ['openai/gpt-4o']);
+    assert.equal(first.response.headers.get('x-tollgate-route-decision'), 'budget:0% used tier=1 openai/gpt-4o');
+    const requestId = first.response.headers.get('x-tollgate-request-id');
+    let row;
+    for (let i = 0; i < 50 && !row; i++) {
+      const r = await stack.admin('GET', `/admin/requests/${requestId}`);
+      if (r.status === 200) row = r.json;
+      else await new Promise((res) => setTimeout(res, 100));
+    }
+    assert.ok(row?.cost_micros > 1000, `the first request cost something: ${JSON.stringify(row)}`);
+    // Wait until the settle has landed in the key's object.
+    let state;
+    for (let i = 0; i < 50; i++) {
+      state = (await stack.admin('GET', `/admin/keys/${key.id}/budget`)).json.state;
+      if (state.lifetime.spent_micros === row.cost_micros && state.open_reservations.length === 0) break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    assert.equal(state.lifetime.spent_micros, row.cost_micros);
+
+    // Now make that spend 2/3 of the budget.
+    const limit = Math.ceil((row.cost_micros * 3) / 2);
+    assert.equal((await stack.admin('PATCH', `/admin/keys/${key.id}`, { limits: { micro_usd_lifetime: limit } })).status, 200);
+    for (const m of Object.values(stack.mocks)) m.reset();
+    const second = await ask('hi');
+    assert.deepEqual(upstream(), ['openai/gpt-4o-mini'], 'moved to the cheaper tier');
+    assert.equal(second.response.headers.get('x-tollgate-route-decision'), 'budget:67% used tier=2 openai/gpt-4o-mini');
+
+    assert.equal((await stack.admin('PATCH', `/admin/keys/${key.id}`, { limits: { micro_usd_lifetime: row.cost_micros * 10 } })).status, 200);
+    for (const m of Object.values(stack.mocks)) m.reset();
+    await ask('hi');
+    assert.deepEqual(upstream(), ['openai/gpt-4o'], 'back to the first tier under half');
   });
 });
