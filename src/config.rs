@@ -226,6 +226,9 @@ pub struct Resilience {
     pub circuit_failures: u32,
     /// How long an open circuit skips its link before one probe is let through.
     pub circuit_cooldown_ms: u64,
+    /// A provider account at or above this share (percent) of its rate limit
+    /// is tried after the other links (see `capacity.rs`).
+    pub capacity_threshold_pct: u8,
 }
 
 impl Resilience {
@@ -254,6 +257,7 @@ impl Default for Resilience {
             total_ms: 300_000,
             circuit_failures: 5,
             circuit_cooldown_ms: 30_000,
+            capacity_threshold_pct: 90,
         }
     }
 }
@@ -369,6 +373,11 @@ pub struct ProviderConfig {
     /// Amazon Bedrock only: the AWS region (e.g. `us-east-1`).
     #[serde(default)]
     pub region: Option<String>,
+    /// The provider account's requests per minute, if known: routing prefers
+    /// other links as the gateway's own count nears it (the provider's
+    /// rate-limit headers are read too).
+    #[serde(default)]
+    pub rpm_limit: Option<u32>,
 }
 
 /// Request limits.
@@ -892,7 +901,7 @@ impl GatewayConfig {
 
 fn validate_resilience(r: &Resilience) -> Vec<String> {
     let mut errors = Vec::new();
-    let ranges: [(&str, u64, u64, u64); 10] = [
+    let ranges: [(&str, u64, u64, u64); 11] = [
         ("deadline_ms", r.deadline_ms, 100, 3_600_000),
         ("max_attempts", u64::from(r.max_attempts), 1, 20),
         ("retries", u64::from(r.retries), 0, 10),
@@ -903,6 +912,12 @@ fn validate_resilience(r: &Resilience) -> Vec<String> {
         ("idle_ms", r.idle_ms, 1, 3_600_000),
         ("circuit_failures", u64::from(r.circuit_failures), 0, 1_000),
         ("circuit_cooldown_ms", r.circuit_cooldown_ms, 1, 3_600_000),
+        (
+            "capacity_threshold_pct",
+            u64::from(r.capacity_threshold_pct),
+            1,
+            100,
+        ),
     ];
     for (name, v, lo, hi) in ranges {
         if !(lo..=hi).contains(&v) {

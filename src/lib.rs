@@ -10,6 +10,7 @@ pub mod breaker;
 pub mod budget;
 pub mod cache;
 pub mod capabilities;
+pub mod capacity;
 pub mod config;
 pub mod error;
 pub mod keys;

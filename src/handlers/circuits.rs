@@ -131,3 +131,38 @@ pub async fn sync(env: &Env, attempts: &[AttemptRow], now_ms: u64, policy: Break
         }
     }
 }
+
+thread_local! {
+    static CAPACITY: RefCell<HashMap<String, crate::capacity::ProviderLoad>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Reads a provider's rate-limit headers from one of its responses.
+pub fn observe_capacity(provider: &str, headers: &worker::Headers, now_ms: u64) {
+    let pairs: Vec<(String, String)> = headers
+        .entries()
+        .filter(|(k, _)| k.contains("ratelimit"))
+        .collect();
+    let reading = crate::capacity::reading_from_headers(
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        now_ms,
+    );
+    CAPACITY.with(|c| {
+        let mut c = c.borrow_mut();
+        let load = c.entry(provider.to_owned()).or_default();
+        load.sent(now_ms);
+        if let Some(r) = reading {
+            load.observe(r);
+        }
+    });
+}
+
+/// Share of a provider account's rate limit in use, as far as this isolate
+/// knows (0 when unknown).
+pub fn capacity_used(provider: &str, now_ms: u64, rpm_limit: Option<u32>) -> f64 {
+    CAPACITY.with(|c| {
+        c.borrow_mut()
+            .get_mut(provider)
+            .map_or(0.0, |l| l.used(now_ms, rpm_limit))
+    })
+}

@@ -379,6 +379,7 @@ async fn proxy(
         .into_iter()
         .filter(|l| grant.may_use(&model, &l.provider, &format!("{}/{}", l.provider, l.model)))
         .collect();
+    let links = prefer_unsaturated_links(&config, links, &mut after.route_decision);
     if links.is_empty() {
         return Err(GatewayError::Forbidden {
             message: format!("This API key is not allowed to use the model '{model}'."),
@@ -536,6 +537,41 @@ fn worst_case_micros(
         }
     }
     Ok(micros)
+}
+
+/// Moves the links of providers near their account rate limit behind the
+/// others (see `capacity.rs`), noting it in the route decision.
+fn prefer_unsaturated_links(
+    config: &GatewayConfig,
+    links: Vec<Link>,
+    decision: &mut Option<String>,
+) -> Vec<Link> {
+    if links.len() < 2 {
+        return links;
+    }
+    let now = now_ms();
+    let providers: Vec<&str> = links.iter().map(|l| l.provider.as_str()).collect();
+    let mut used_of = |p: &str| {
+        let rpm = config.providers.get(p).and_then(|c| c.rpm_limit);
+        circuits::capacity_used(p, now, rpm)
+    };
+    let (order, why) = crate::capacity::prefer_unsaturated(
+        &providers,
+        &mut used_of,
+        f64::from(config.resilience.capacity_threshold_pct) / 100.0,
+    );
+    let Some(why) = why else {
+        return links;
+    };
+    *decision = Some(match decision.take() {
+        Some(d) => format!("{d}; {why}"),
+        None => why,
+    });
+    let mut slots: Vec<Option<Link>> = links.into_iter().map(Some).collect();
+    order
+        .into_iter()
+        .filter_map(|i| slots.get_mut(i).and_then(Option::take))
+        .collect()
 }
 
 /// What smart routing strategies (`cost`, …) chose and left out, and why.
@@ -1094,6 +1130,7 @@ async fn http_attempt(
         Ok(r) => r,
         Err(e) => return Err((failure_of(&e), e)),
     };
+    circuits::observe_capacity(&call.provider, resp.headers(), now_ms());
     let status = resp.status_code();
     if !(200..300).contains(&status) {
         let (retry_after, retry_after_ms) = retry_after(&resp);

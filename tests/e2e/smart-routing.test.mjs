@@ -3,6 +3,9 @@
 // The `latency` strategy converges on the link answering fastest (live
 // per-link statistics) and moves away when that link slows down.
 //
+// Provider capacity: a provider whose rate-limit headers say it is at ≥ 90 %
+// of its account limit is tried after the other links, until the reset.
+//
 // The `budget` strategy moves a key to a cheaper tier once it has used half
 // of its budget, instead of refusing it.
 //
@@ -48,6 +51,7 @@ before(async () => {
       };
       gateway.routes = {
         ...(gateway.routes ?? {}),
+        cap: { strategy: 'fallback', targets: [{ model: 'openai/cap' }, { model: 'groq/cap' }] },
         thrifty: {
           strategy: 'budget',
           targets: [{ model: 'openai/gpt-4o', until_used: 0.5 }, { model: 'openai/gpt-4o-mini' }],
@@ -226,5 +230,27 @@ describe('budget strategy', () => {
     for (const m of Object.values(stack.mocks)) m.reset();
     await ask('hi');
     assert.deepEqual(upstream(), ['openai/gpt-4o'], 'back to the first tier under half');
+  });
+});
+
+describe('provider capacity', () => {
+  test('openai reports 95 % of its request limit used → the next requests go to groq first, until the reading’s reset', async () => {
+    stack.mocks.openai.enqueue({
+      match: { model: 'cap' },
+      headers: { 'x-ratelimit-limit-requests': '100', 'x-ratelimit-remaining-requests': '5', 'x-ratelimit-reset-requests': '2s' },
+    });
+    const ask = () => client.chat.completions.create({ model: 'cap', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 }).withResponse();
+    await ask();
+    assert.deepEqual(upstream(), ['openai/cap'], 'first request: nothing known yet');
+    for (const m of Object.values(stack.mocks)) m.reset();
+    const { response } = await ask();
+    assert.deepEqual(upstream(), ['groq/cap'], 'openai is near its limit: groq first');
+    assert.equal(response.headers.get('x-tollgate-route-decision'), 'capacity:saturated openai=95%');
+    // After the reset the reading no longer counts.
+    await new Promise((r) => setTimeout(r, 2100));
+    for (const m of Object.values(stack.mocks)) m.reset();
+    const later = await ask();
+    assert.deepEqual(upstream(), ['openai/cap']);
+    assert.equal(later.response.headers.get('x-tollgate-route-decision'), null);
   });
 });
