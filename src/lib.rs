@@ -15,6 +15,7 @@ pub mod error;
 pub mod keys;
 pub mod latency;
 pub mod ledger;
+pub mod messages;
 pub mod openai;
 pub mod pricing;
 pub mod providers;
