@@ -297,6 +297,33 @@ describe('auth and errors in Anthropic shape', () => {
   });
 });
 
+describe('exact cache', () => {
+  test('a repeat is a HIT, replayed as the same message (JSON) and as Anthropic events (stream)', async () => {
+    resetAll();
+    const params = { model: 'openai/gpt-4o-mini', max_tokens: 64, temperature: 0, messages: [{ role: 'user', content: 'cache me please' }] };
+    const opts = { headers: { 'x-tollgate-cache': 'exact' } };
+    const first = await client.messages.create(params, opts).withResponse();
+    assert.equal(first.response.headers.get('x-tollgate-cache'), 'MISS');
+    // The cache write happens after the response.
+    let again;
+    for (let i = 0; i < 50; i++) {
+      again = await client.messages.create(params, opts).withResponse();
+      if (again.response.headers.get('x-tollgate-cache') === 'HIT') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(again.response.headers.get('x-tollgate-cache'), 'HIT');
+    assert.deepEqual(again.data.content, first.data.content);
+    assert.equal(again.data.stop_reason, 'end_turn');
+    const stream = client.messages.stream(params, opts);
+    const events = [];
+    stream.on('streamEvent', (e) => events.push(e));
+    const message = await stream.finalMessage();
+    assertStreamShape(events, 'cache replay');
+    assert.deepEqual(comparable(message), comparable(again.data));
+    assert.equal(stack.mocks.openai.requests().length, 1, 'only the first call reached the provider');
+  });
+});
+
 describe('the fallback commit point', () => {
   test('a failure before the first byte falls back invisibly: one clean stream', async () => {
     resetAll();
