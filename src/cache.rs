@@ -279,7 +279,7 @@ pub fn cacheability_with(
 ) -> Result<(), &'static str> {
     match endpoint {
         Endpoint::Embeddings => Ok(()),
-        Endpoint::ChatCompletions => {
+        Endpoint::ChatCompletions | Endpoint::Messages => {
             let has_tools = present(body, "tools")
                 .and_then(Value::as_array)
                 .is_some_and(|t| !t.is_empty());
@@ -351,7 +351,7 @@ pub fn cache_key(
     body: &Map<String, Value>,
 ) -> Result<String, GatewayError> {
     let canonical = match endpoint {
-        Endpoint::ChatCompletions => canonical_chat(body)?,
+        Endpoint::ChatCompletions | Endpoint::Messages => canonical_chat(body)?,
         Endpoint::Embeddings => canonical_embeddings(body),
     };
     Ok(digest(

@@ -85,8 +85,23 @@ pub fn set_header(headers: &Headers, name: &str, value: &str) {
 /// Renders an error as OpenAI's error body. Infallible by construction: if the
 /// platform cannot build the JSON response, a plain one is returned instead.
 pub fn error_response(err: &GatewayError, request_id: Option<&str>) -> Response {
+    error_response_with(err, request_id, &err.to_body())
+}
+
+/// Renders an error in Anthropic's shape (the `/v1/messages` routes).
+pub fn messages_error_response(err: &GatewayError, request_id: Option<&str>) -> Response {
+    let body = crate::messages::error_body(err, request_id);
+    error_response_with(err, request_id, &body)
+}
+
+/// An error's status and headers with the given body.
+fn error_response_with(
+    err: &GatewayError,
+    request_id: Option<&str>,
+    body: &serde_json::Value,
+) -> Response {
     let status = err.status();
-    let body = err.to_body().to_string();
+    let body = body.to_string();
     let headers = Headers::new();
     set_header(&headers, "content-type", "application/json");
     if let Some(id) = request_id {

@@ -11,6 +11,8 @@ use crate::usage::{StreamEnd, Usage};
 pub enum Endpoint {
     ChatCompletions,
     Embeddings,
+    /// Anthropic's `POST /v1/messages`: a chat request in another format.
+    Messages,
 }
 
 impl Endpoint {
@@ -18,6 +20,16 @@ impl Endpoint {
         match self {
             Self::ChatCompletions => "chat.completions",
             Self::Embeddings => "embeddings",
+            Self::Messages => "messages",
+        }
+    }
+
+    /// The endpoint routing, caching and providers work with: a Messages
+    /// request is translated to a chat completion first (`messages.rs`).
+    pub fn canonical(self) -> Self {
+        match self {
+            Self::Messages => Self::ChatCompletions,
+            other => other,
         }
     }
 }

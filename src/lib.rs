@@ -16,6 +16,7 @@ pub mod error;
 pub mod keys;
 pub mod latency;
 pub mod ledger;
+pub mod messages;
 pub mod openai;
 pub mod pricing;
 pub mod providers;
@@ -63,7 +64,11 @@ mod entry {
     #[event(fetch)]
     async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
         let method = req.method().to_string();
-        let r = route(&method, &req.path());
+        let path = req.path();
+        let r = route(&method, &path);
+        // Anthropic clients read Anthropic's error shape under /v1/messages
+        // (including /v1/messages/count_tokens, which is not offered).
+        let anthropic = path.starts_with("/v1/messages");
         let result = match r {
             Route::Health => handlers::health::handle(&env),
             Route::ChatCompletions => {
@@ -72,11 +77,20 @@ mod entry {
             Route::Embeddings => {
                 return Ok(handlers::proxy::handle(req, env, &ctx, Endpoint::Embeddings).await)
             }
+            Route::Messages => {
+                return Ok(handlers::proxy::handle(req, env, &ctx, Endpoint::Messages).await)
+            }
             Route::Models => handlers::models::handle(&req, &env).await,
             Route::MethodNotAllowed(allowed) => Err(GatewayError::MethodNotAllowed { allowed }),
             Route::NotFound => Err(GatewayError::NotFound),
             admin => handlers::admin::handle(req, &env, admin).await,
         };
-        Ok(result.unwrap_or_else(|e| error_response(&e, None)))
+        Ok(result.unwrap_or_else(|e| {
+            if anthropic {
+                crate::http::messages_error_response(&e, None)
+            } else {
+                error_response(&e, None)
+            }
+        }))
     }
 }

@@ -15,6 +15,8 @@ pub enum Route {
     Health,
     ChatCompletions,
     Embeddings,
+    /// Anthropic's Messages API (`POST /v1/messages`).
+    Messages,
     Models,
     AdminKeys,
     AdminKey(String),
@@ -36,7 +38,9 @@ impl Route {
     pub fn guard(&self) -> Guard {
         match self {
             Self::Health | Self::NotFound | Self::MethodNotAllowed(_) => Guard::Public,
-            Self::ChatCompletions | Self::Embeddings | Self::Models => Guard::VirtualKey,
+            Self::ChatCompletions | Self::Embeddings | Self::Messages | Self::Models => {
+                Guard::VirtualKey
+            }
             Self::AdminKeys
             | Self::AdminKey(_)
             | Self::AdminKeyRevoke(_)
@@ -80,6 +84,7 @@ pub fn route(method: &str, path: &str) -> Route {
         ["healthz"] => only("GET, HEAD", Route::Health),
         ["v1", "chat", "completions"] => only("POST", Route::ChatCompletions),
         ["v1", "embeddings"] => only("POST", Route::Embeddings),
+        ["v1", "messages"] => only("POST", Route::Messages),
         ["v1", "models"] => only("GET", Route::Models),
         ["admin", "keys"] => only("GET, POST", Route::AdminKeys),
         ["admin", "keys", id] => match plain_id(id) {
@@ -153,6 +158,7 @@ mod tests {
         let paths = [
             ("POST", "/v1/chat/completions"),
             ("POST", "/v1/embeddings"),
+            ("POST", "/v1/messages"),
             ("GET", "/v1/models"),
             ("GET", "/admin/keys"),
             ("POST", "/admin/keys"),

@@ -18,6 +18,7 @@ use worker::{
 
 use crate::error::GatewayError;
 use crate::http::{now_ms, set_header};
+use crate::messages::StreamEncoder;
 use crate::providers::HttpCall;
 use crate::providers::StreamPipeline;
 use crate::usage::{truncation_error_frame, StreamEnd, StreamSummary};
@@ -136,6 +137,8 @@ pub struct ObservedStream {
     started_at_ms: u64,
     ttft_ms: Option<u64>,
     done: bool,
+    /// Re-encodes what the client is sent (Anthropic events on `/v1/messages`).
+    encoder: Option<StreamEncoder>,
 }
 
 impl ObservedStream {
@@ -146,6 +149,7 @@ impl ObservedStream {
         started_at_ms: u64,
         idle_ms: u64,
         abort: Option<AbortController>,
+        encoder: Option<StreamEncoder>,
     ) -> (Self, oneshot::Receiver<StreamReport>) {
         let (tx, rx) = oneshot::channel();
         (
@@ -160,6 +164,7 @@ impl ObservedStream {
                 started_at_ms,
                 ttft_ms: None,
                 done: false,
+                encoder,
             },
             rx,
         )
@@ -205,7 +210,29 @@ impl ObservedStream {
         self.done = true;
         self.abort_upstream();
         self.send_report(false, Some(StreamEnd::Truncated));
-        Poll::Ready(Some(Ok(truncation_error_frame().into_bytes())))
+        Poll::Ready(Some(Ok(self.truncation_notice())))
+    }
+
+    /// The client's error frame for a stream cut after the commit point.
+    fn truncation_notice(&mut self) -> Vec<u8> {
+        match self.encoder.as_mut() {
+            Some(e) => e.truncated(),
+            None => truncation_error_frame().into_bytes(),
+        }
+    }
+
+    /// OpenAI-format bytes for the client, in the client's format.
+    fn encode(&mut self, bytes: Vec<u8>) -> Vec<u8> {
+        let Some(encoder) = self.encoder.as_mut() else {
+            return bytes;
+        };
+        match encoder.push(&bytes) {
+            Ok(out) => out,
+            Err(e) => {
+                console_error!("could not re-encode the stream: {e}");
+                encoder.truncated()
+            }
+        }
     }
 }
 
@@ -216,6 +243,7 @@ impl Stream for ObservedStream {
         if let Some(prefix) = self.prefix.take() {
             self.ttft_ms = Some(now_ms().saturating_sub(self.started_at_ms));
             self.arm_idle_timer();
+            let prefix = self.encode(prefix);
             return Poll::Ready(Some(Ok(prefix)));
         }
         loop {
@@ -245,7 +273,8 @@ impl Stream for ObservedStream {
                     let Some(observer) = self.observer.as_mut() else {
                         return Poll::Ready(None);
                     };
-                    match observer.push(&bytes) {
+                    let pushed = observer.push(&bytes);
+                    match pushed.map(|out| self.encode(out)) {
                         Ok(out) if out.is_empty() => continue,
                         Ok(out) => {
                             if self.ttft_ms.is_none() {
@@ -274,10 +303,12 @@ impl Stream for ObservedStream {
                         }
                         None => Vec::new(),
                     };
+                    tail = self.encode(tail);
                     if self.send_report(false, None) == Some(StreamEnd::Truncated) {
                         // Cut without `[DONE]`: tell the client instead of ending
                         // as if the answer were complete.
-                        tail.extend_from_slice(truncation_error_frame().as_bytes());
+                        let notice = self.truncation_notice();
+                        tail.extend_from_slice(&notice);
                     }
                     if tail.is_empty() {
                         return Poll::Ready(None);

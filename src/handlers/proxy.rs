@@ -19,11 +19,12 @@ use crate::handlers::{
     authenticate_key, budgets, circuits, config, database, price_row, secret, semantic,
 };
 use crate::http::{
-    error_response, new_request_id, now_ms, random_bytes, read_body_limited, set_header,
-    REQUEST_ID_HEADER,
+    error_response, messages_error_response, new_request_id, now_ms, random_bytes,
+    read_body_limited, set_header, REQUEST_ID_HEADER,
 };
 use crate::keys::{BudgetScope, KeyGrant};
 use crate::ledger::{AttemptRow, Endpoint, Outcome, RequestRow};
+use crate::messages::StreamEncoder;
 use crate::providers::{self, Wire};
 use crate::providers::{demo, map_error, plan, translate_response, HttpCall, Plan, StreamPipeline};
 use crate::request::{
@@ -52,9 +53,13 @@ enum Answer {
 pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoint) -> Response {
     let request_id = new_request_id();
     let started = now_ms();
+    let render_error = match endpoint {
+        Endpoint::Messages => messages_error_response,
+        _ => error_response,
+    };
     let grant = match authenticate_key(&req, &env).await {
         Ok(g) => g,
-        Err(e) => return error_response(&e, Some(&request_id)),
+        Err(e) => return render_error(&e, Some(&request_id)),
     };
     let mut row = RequestRow {
         request_id: request_id.clone(),
@@ -123,7 +128,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
                 let provider = row.provider.clone().unwrap_or_default();
                 ctx.wait_until(async move {
                     let entry = match endpoint {
-                        Endpoint::ChatCompletions => {
+                        Endpoint::ChatCompletions | Endpoint::Messages => {
                             CacheEntry::from_chat_body(&body, &provider, started / 1000)
                         }
                         Endpoint::Embeddings => {
@@ -233,7 +238,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
             if let Ok(db) = db {
                 ctx.wait_until(finish_row(env, db, gateway_config, after.budget_held, row));
             }
-            let resp = error_response(&e, Some(&request_id));
+            let resp = render_error(&e, Some(&request_id));
             if let Some(d) = &decision {
                 set_header(resp.headers(), ROUTE_DECISION_HEADER, d);
             }
@@ -339,10 +344,18 @@ async fn proxy(
     after.prompt_bytes = raw.len() as u64;
     let body = parse_json_object(&raw)?;
     check_json_safety(&Value::Object(body.clone()), config.limits.max_json_depth)?;
+    // A Messages request is translated to the canonical chat request here;
+    // its own body is kept for a pass-through to Anthropic providers.
+    let mut native = None;
     let (model, stream, body) = match endpoint {
         Endpoint::ChatCompletions => {
             let e = parse_chat(body)?;
             (e.model, e.stream, e.body)
+        }
+        Endpoint::Messages => {
+            let inbound = crate::messages::to_canonical(&body)?;
+            native = Some(body);
+            (inbound.model, inbound.stream, inbound.canonical)
         }
         Endpoint::Embeddings => {
             let e = parse_embeddings(body)?;
@@ -351,6 +364,7 @@ async fn proxy(
     };
     row.model_requested = Some(model.clone());
     row.stream = stream;
+    let endpoint = endpoint.canonical();
     let metadata: Option<Map<String, Value>> = row
         .metadata
         .as_deref()
@@ -462,6 +476,7 @@ async fn proxy(
         body: &body,
         stream,
         keep_body,
+        native: native.as_ref(),
     };
     walk(env, &config, &links, shape, row).await
 }
@@ -499,7 +514,7 @@ fn reserved_tokens(
     );
     let output = match endpoint {
         Endpoint::Embeddings => 0,
-        Endpoint::ChatCompletions => ["max_completion_tokens", "max_tokens"]
+        Endpoint::ChatCompletions | Endpoint::Messages => ["max_completion_tokens", "max_tokens"]
             .iter()
             .find_map(|k| body.get(*k).and_then(Value::as_u64))
             .unwrap_or(config.budgets.default_max_tokens),
@@ -756,7 +771,7 @@ fn cache_hit(
             let base64 = body.get("encoding_format").and_then(Value::as_str) == Some("base64");
             (cache::replay_embeddings(entry, base64)?, "application/json")
         }
-        Endpoint::ChatCompletions if stream => {
+        Endpoint::ChatCompletions | Endpoint::Messages if stream => {
             let include_usage = body
                 .get("stream_options")
                 .and_then(|o| o.get("include_usage"))
@@ -765,10 +780,21 @@ fn cache_hit(
             let frames = cache::replay_sse(entry, &id, started / 1000, include_usage);
             (frames.concat().into_bytes(), "text/event-stream")
         }
-        Endpoint::ChatCompletions => (
+        Endpoint::ChatCompletions | Endpoint::Messages => (
             cache::replay_json(entry, &id, started / 1000),
             "application/json",
         ),
+    };
+    let bytes = match row.endpoint {
+        Endpoint::Messages if stream => {
+            let mut encoder = stream_encoder(row, false)?;
+            encoder.push(&bytes).ok()?
+        }
+        Endpoint::Messages => {
+            let value: Value = serde_json::from_slice(&bytes).ok()?;
+            client_body(row, bytes, &value, None)
+        }
+        _ => bytes,
     };
     let resp = Response::from_bytes(bytes).ok()?;
     let resp = with_timing(resp, content_headers(content_type), started, None);
@@ -798,6 +824,8 @@ struct RequestShape<'a> {
     stream: bool,
     /// Keep a copy of a complete answer up to this size (for the exact cache).
     keep_body: Option<usize>,
+    /// The client's Anthropic body (`/v1/messages`), for a pass-through.
+    native: Option<&'a Map<String, Value>>,
 }
 
 /// Tries the links in the walker's order until one answers.
@@ -813,6 +841,7 @@ async fn walk(
         body,
         stream,
         keep_body,
+        native,
     } = shape;
     let started = row.created_at_ms;
     let r = &config.resilience;
@@ -914,14 +943,32 @@ async fn walk(
                     )
                     .await
                     .map_err(|e| (Failure::BadResponse, e)),
-                    Plan::Http(call) => {
+                    Plan::Http(mut call) => {
                         let limits = Timeouts {
                             ttfb_ms,
                             total_ms,
                             idle_ms: link.idle_ms,
                             max_body: config.limits.max_upstream_body_bytes,
                         };
-                        http_attempt(call, endpoint, &limits, started, keep_body, row).await
+                        // Messages to an Anthropic provider: the client's own body
+                        // (unless the link rewrites parameters, which are canonical).
+                        let pass_through = match native {
+                            Some(n) if call.wire == Wire::Anthropic && link.params.is_none() => {
+                                call.body = crate::messages::native_body(n, &link.model);
+                                true
+                            }
+                            _ => false,
+                        };
+                        http_attempt(
+                            call,
+                            endpoint,
+                            &limits,
+                            started,
+                            keep_body,
+                            pass_through,
+                            row,
+                        )
+                        .await
                     }
                 };
                 let latency_ms = now_ms().saturating_sub(attempt_started);
@@ -1053,11 +1100,13 @@ async fn demo_answer(
         let pipeline = StreamPipeline::passthrough(observer);
         let first = upstream::first_output(source, pipeline, "demo").await?;
         // The demo never waits between frames; any idle limit will do.
-        let answer = stream_answer(first, started, 60_000, None)?;
+        let answer = stream_answer(first, started, 60_000, None, stream_encoder(row, false))?;
         return Ok((answer, 200));
     }
     let value = match endpoint {
-        Endpoint::ChatCompletions => demo::chat_completion(&body, model, &id, created),
+        Endpoint::ChatCompletions | Endpoint::Messages => {
+            demo::chat_completion(&body, model, &id, created)
+        }
         Endpoint::Embeddings => demo::embeddings(&body, model)?,
     };
     row.usage = usage_from_response(&value);
@@ -1065,6 +1114,7 @@ async fn demo_answer(
     let copy = keep_body
         .filter(|max| bytes.len() <= *max)
         .map(|_| bytes.clone());
+    let bytes = client_body(row, bytes, &value, None);
     let resp = Response::from_bytes(bytes).map_err(|_| GatewayError::Internal)?;
     let resp = with_timing(resp, content_headers("application/json"), started, None);
     Ok((Answer::Complete(resp, copy), 200))
@@ -1110,6 +1160,7 @@ async fn http_attempt(
     t: &Timeouts,
     started: u64,
     keep_body: Option<usize>,
+    pass_through: bool,
     row: &mut RequestRow,
 ) -> Result<(Answer, u16), (Failure, GatewayError)> {
     let controller = AbortController::default();
@@ -1186,6 +1237,11 @@ async fn http_attempt(
             Some(max) => observer.with_accumulator(max),
             None => observer,
         };
+        let observer = if pass_through {
+            observer.native_output()
+        } else {
+            observer
+        };
         let remaining = t
             .ttfb_ms
             .saturating_sub(now_ms().saturating_sub(attempt_started))
@@ -1209,7 +1265,8 @@ async fn http_attempt(
             }
             Some(Ok(first)) => first,
         };
-        let answer = stream_answer(first, started, t.idle_ms, Some(controller))
+        let encoder = stream_encoder(row, pass_through);
+        let answer = stream_answer(first, started, t.idle_ms, Some(controller), encoder)
             .map_err(|e| (Failure::BadResponse, e))?;
         return Ok((answer, status));
     }
@@ -1233,6 +1290,7 @@ async fn http_attempt(
         Some(Err(e)) => return Err((failure_of(&e), e)),
         Some(Ok(b)) => b,
     };
+    let native_answer = pass_through.then(|| body.clone());
     let (body, value) = translate_response(
         &call,
         endpoint,
@@ -1248,6 +1306,7 @@ async fn http_attempt(
     let copy = keep_body
         .filter(|max| body.len() <= *max)
         .map(|_| body.clone());
+    let body = client_body(row, body, &value, native_answer);
     let out =
         Response::from_bytes(body).map_err(|_| (Failure::BadResponse, GatewayError::Internal))?;
     let upstream_ms = now_ms().saturating_sub(attempt_started);
@@ -1284,14 +1343,40 @@ fn retry_after(resp: &Response) -> (Option<String>, Option<u64>) {
     (Some(ms.div_ceil(1000).max(1).to_string()), Some(ms))
 }
 
+/// What a `/v1/messages` client is sent for a complete answer: the Anthropic
+/// provider's own body on a pass-through, else the canonical answer as an
+/// Anthropic message. Other endpoints get the canonical body.
+fn client_body(row: &RequestRow, body: Vec<u8>, value: &Value, native: Option<Vec<u8>>) -> Vec<u8> {
+    if row.endpoint != Endpoint::Messages {
+        return body;
+    }
+    native.unwrap_or_else(|| {
+        let id = crate::messages::message_id(&row.request_id);
+        crate::messages::message_from_completion(value, &id)
+            .to_string()
+            .into_bytes()
+    })
+}
+
+/// The re-encoder a `/v1/messages` stream is sent through.
+fn stream_encoder(row: &RequestRow, pass_through: bool) -> Option<StreamEncoder> {
+    let id = crate::messages::message_id(&row.request_id);
+    match row.endpoint {
+        Endpoint::Messages if pass_through => Some(StreamEncoder::native(id)),
+        Endpoint::Messages => Some(StreamEncoder::new(id)),
+        _ => None,
+    }
+}
+
 /// Commits to a streamed answer: its first bytes for the client exist.
 fn stream_answer(
     first: upstream::FirstOutput,
     started: u64,
     idle_ms: u64,
     abort: Option<AbortController>,
+    encoder: Option<StreamEncoder>,
 ) -> Result<Answer, GatewayError> {
-    let (stream, report) = ObservedStream::new(first, started, idle_ms, abort);
+    let (stream, report) = ObservedStream::new(first, started, idle_ms, abort, encoder);
     let resp = Response::from_stream(stream).map_err(|_| GatewayError::Internal)?;
     let resp = with_timing(resp, content_headers("text/event-stream"), started, None);
     Ok(Answer::Streaming(resp, report))

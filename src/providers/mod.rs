@@ -185,7 +185,7 @@ pub fn plan(
         ResolvedKind::Demo | ResolvedKind::Bedrock => return Err(GatewayError::Internal),
         ResolvedKind::Cohere => {
             let (url, json) = match endpoint {
-                Endpoint::ChatCompletions => {
+                Endpoint::ChatCompletions | Endpoint::Messages => {
                     let req = ChatRequest::from_body(&body)?;
                     (
                         cohere::endpoint(&base),
@@ -206,7 +206,7 @@ pub fn plan(
         }
         ResolvedKind::Compat(row) => {
             let path = match endpoint {
-                Endpoint::ChatCompletions => {
+                Endpoint::ChatCompletions | Endpoint::Messages => {
                     openai_compat::prepare_chat_body(row, &mut body, &target.model, stream);
                     "/chat/completions"
                 }
@@ -236,7 +236,7 @@ pub fn plan(
                 .as_deref()
                 .unwrap_or(AZURE_DEFAULT_API_VERSION);
             let path = match endpoint {
-                Endpoint::ChatCompletions => {
+                Endpoint::ChatCompletions | Endpoint::Messages => {
                     let row = openai_compat::row("openai").ok_or(GatewayError::Internal)?;
                     openai_compat::prepare_chat_body(row, &mut body, &target.model, stream);
                     "chat/completions"
@@ -277,7 +277,7 @@ pub fn plan(
         ResolvedKind::Gemini => {
             let model = path_segment(&target.model)?;
             let (url, json) = match endpoint {
-                Endpoint::ChatCompletions => {
+                Endpoint::ChatCompletions | Endpoint::Messages => {
                     let req = ChatRequest::from_body(&body)?;
                     (
                         gemini::endpoint(&base, model, stream)?,
@@ -437,14 +437,14 @@ pub fn translate_response(
         }
         (Wire::Anthropic, _) => serde_json::to_value(anthropic::from_wire(&body, id, created)?)
             .map_err(|_| invalid())?,
-        (Wire::Gemini, Endpoint::ChatCompletions) => {
+        (Wire::Gemini, Endpoint::ChatCompletions | Endpoint::Messages) => {
             serde_json::to_value(gemini::from_wire(&body, id, created, &call.model)?)
                 .map_err(|_| invalid())?
         }
         (Wire::Gemini, Endpoint::Embeddings) => {
             gemini::embeddings_from_wire(&body, &call.model, call.base64_embeddings)?
         }
-        (Wire::Cohere, Endpoint::ChatCompletions) => {
+        (Wire::Cohere, Endpoint::ChatCompletions | Endpoint::Messages) => {
             serde_json::to_value(cohere::from_wire(&body, id, created, &call.model)?)
                 .map_err(|_| invalid())?
         }
@@ -496,7 +496,10 @@ fn encode_error(e: &GatewayError, out: &mut Vec<u8>) {
 }
 
 impl Transcoder {
-    fn push(&mut self, bytes: &[u8]) -> Result<Vec<u8>, SseError> {
+    /// Provider bytes in, OpenAI bytes out. With `native`, an Anthropic
+    /// stream's own frames are also collected there (the Messages
+    /// pass-through), error events rebuilt with key-shaped text scrubbed.
+    fn push(&mut self, bytes: &[u8], native: Option<&mut Vec<u8>>) -> Result<Vec<u8>, SseError> {
         let mut out = Vec::new();
         match self {
             Self::Anthropic {
@@ -504,7 +507,11 @@ impl Transcoder {
                 state,
                 done_sent,
             } => {
+                let mut native = native;
                 for frame in decoder.push(bytes)? {
+                    if let Some(raw) = native.as_deref_mut() {
+                        raw.extend_from_slice(&native_frame(&frame));
+                    }
                     match state.on_frame(&frame) {
                         Ok(chunks) => encode_chunks(&chunks, &mut out),
                         Err(e) => encode_error(&e, &mut out),
@@ -586,6 +593,8 @@ impl Transcoder {
 pub struct StreamPipeline {
     transcoder: Option<Transcoder>,
     observer: ChatStreamObserver,
+    /// See [`StreamPipeline::native_output`].
+    native: bool,
 }
 
 impl StreamPipeline {
@@ -594,7 +603,17 @@ impl StreamPipeline {
         Self {
             transcoder: None,
             observer,
+            native: false,
         }
+    }
+
+    /// Send the client the provider's own Anthropic events (the Messages
+    /// pass-through) while still observing the translation for usage, the
+    /// end of the stream and the cache. No effect on other wires.
+    #[must_use]
+    pub fn native_output(mut self) -> Self {
+        self.native = matches!(self.transcoder, Some(Transcoder::Anthropic { .. }));
+        self
     }
 
     pub fn for_call(call: &HttpCall, id: &str, created: u64) -> Self {
@@ -628,6 +647,7 @@ impl StreamPipeline {
         Self {
             transcoder,
             observer,
+            native: false,
         }
     }
 
@@ -643,8 +663,14 @@ impl StreamPipeline {
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<u8>, SseError> {
         match &mut self.transcoder {
             None => self.observer.on_bytes(bytes),
+            Some(t) if self.native => {
+                let mut raw = Vec::new();
+                let openai = t.push(bytes, Some(&mut raw))?;
+                self.observer.on_bytes(&openai)?;
+                Ok(raw)
+            }
             Some(t) => {
-                let openai = t.push(bytes)?;
+                let openai = t.push(bytes, None)?;
                 self.observer.on_bytes(&openai)
             }
         }
@@ -656,7 +682,8 @@ impl StreamPipeline {
             None => Ok(Vec::new()),
             Some(t) => {
                 let openai = t.end();
-                self.observer.on_bytes(&openai)
+                let out = self.observer.on_bytes(&openai)?;
+                Ok(if self.native { Vec::new() } else { out })
             }
         }
     }
@@ -668,6 +695,33 @@ impl StreamPipeline {
     pub fn finish(self, client_aborted: bool) -> StreamSummary {
         self.observer.finish(client_aborted)
     }
+}
+
+/// An Anthropic frame as the pass-through forwards it: as it came, except an
+/// `error` event, rebuilt with its message scrubbed of anything key-shaped.
+fn native_frame(frame: &crate::sse::SseFrame) -> Vec<u8> {
+    if frame.event.as_deref() != Some("error") {
+        return frame.raw.clone();
+    }
+    let error = frame
+        .data
+        .as_deref()
+        .and_then(|d| serde_json::from_str::<Value>(d).ok())
+        .and_then(|v| v.get("error").cloned());
+    let field = |k: &str, default: &str| {
+        error
+            .as_ref()
+            .and_then(|e| e.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or(default)
+            .to_owned()
+    };
+    let message: String = scrub_key_like(&field("message", "The provider reported an error."))
+        .chars()
+        .take(500)
+        .collect();
+    let body = serde_json::json!({"type": "error", "error": {"type": field("type", "api_error"), "message": message}});
+    crate::sse::encode_event("error", &body.to_string()).into_bytes()
 }
 
 /// The `message` of an OpenAI-style error body, if there is one.
