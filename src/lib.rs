@@ -12,6 +12,7 @@ pub mod cache;
 pub mod capabilities;
 pub mod config;
 pub mod error;
+pub mod guardrails;
 pub mod keys;
 pub mod latency;
 pub mod ledger;
