@@ -519,6 +519,10 @@ fn find_ibans(b: &[u8], out: &mut Vec<(usize, usize)>) {
             && at(b, i + 2).is_ascii_digit()
             && at(b, i + 3).is_ascii_digit()
             && !is_alnum(before(b, i));
+        if !ok_start {
+            i += 1;
+            continue;
+        }
         let len = IBAN_LENGTHS
             .iter()
             .find(|(cc, _)| cc.first() == Some(&at(b, i)) && cc.get(1) == Some(&at(b, i + 1)))
@@ -596,7 +600,7 @@ fn find_ssns(b: &[u8], out: &mut Vec<(usize, usize)>) {
 }
 
 fn ssn_keyword_before(b: &[u8], start: usize) -> bool {
-    let from = start.saturating_sub(24);
+    let from = start.saturating_sub(40);
     let window =
         String::from_utf8_lossy(b.get(from..start).unwrap_or_default()).to_ascii_lowercase();
     window.contains("ssn") || window.contains("social security")
