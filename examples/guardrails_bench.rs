@@ -127,7 +127,7 @@ fn latency() -> Result<(), Box<dyn std::error::Error>> {
     let mut prompt = String::new();
     while prompt.len() < 16_000 {
         prompt.push_str(filler);
-        if prompt.len() % 4 == 0 {
+        if prompt.len().is_multiple_of(4) {
             prompt.push_str(values);
         }
     }
