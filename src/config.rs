@@ -45,6 +45,9 @@ pub struct GatewayConfig {
     pub capabilities: BTreeMap<String, crate::capabilities::Capabilities>,
     #[serde(default)]
     pub semantic: SemanticConfig,
+    /// Guardrails for every request (keys and routes may override).
+    #[serde(default)]
+    pub guardrails: crate::guardrails::GuardrailPolicy,
 }
 
 /// Where the semantic cache keeps its vectors.
@@ -305,6 +308,9 @@ pub struct RouteConfig {
     /// (default 300000 ms); older → measured again.
     #[serde(default)]
     pub stale_after_ms: Option<u64>,
+    /// This route's guardrails (over the key's and the global ones).
+    #[serde(default)]
+    pub guardrails: Option<crate::guardrails::GuardrailPolicy>,
 }
 
 /// One target of a route: a model, or another route.
@@ -713,6 +719,13 @@ impl GatewayConfig {
         for (name, route) in &self.routes {
             if let Some(p) = &route.cache {
                 errors.extend(p.validate(&format!("routes.{name}.cache")));
+            }
+        }
+        errors.extend(self.guardrails.validate("guardrails", &Default::default()));
+        let global_detectors = self.guardrails.operator_detectors();
+        for (name, route) in &self.routes {
+            if let Some(g) = &route.guardrails {
+                errors.extend(g.validate(&format!("routes.{name}.guardrails"), &global_detectors));
             }
         }
         if !(1024..=25 * 1024 * 1024).contains(&c.max_entry_bytes) {

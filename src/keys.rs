@@ -105,6 +105,9 @@ pub struct KeyGrant {
     /// The team/project the key belongs to, whose limits also apply.
     #[serde(default)]
     pub project: Option<ProjectGrant>,
+    /// This key's guardrails (over the global ones; a route's go over these).
+    #[serde(default)]
+    pub guardrails: Option<crate::guardrails::GuardrailPolicy>,
 }
 
 /// A key's parent (team or project): its own limits, enforced by its own
@@ -301,6 +304,7 @@ mod tests {
             limits: None,
             cache: None,
             project: None,
+            guardrails: None,
         };
         assert!(g.may_use("anything", "openai", "openai/gpt-4o"));
         g.allowed_models = Some(vec!["openai/*".into(), "fast".into()]);
@@ -336,6 +340,7 @@ mod tests {
                 id: "search".into(),
                 limits: None,
             }),
+            guardrails: None,
         };
         assert!(g.budget_scopes().is_empty());
         g.project = Some(ProjectGrant {

@@ -155,6 +155,8 @@ pub struct RequestRow {
     pub pricing: Option<&'static str>,
     /// The key's team/project at request time (for grouping; NULL = none).
     pub project_id: Option<String>,
+    /// Guardrail decisions (a `guardrail_events` row each).
+    pub guardrails: Vec<crate::guardrails::GuardEvent>,
 }
 
 /// One upstream attempt of a request.
@@ -189,6 +191,30 @@ impl AttemptRow {
             SqlValue::Text(if self.ok { "ok" } else { "failed" }.to_owned()),
             self.failure.clone().into(),
         ]
+    }
+}
+
+pub const INSERT_GUARDRAIL_SQL: &str = "INSERT OR IGNORE INTO guardrail_events (\
+    request_id, seq, stage, detector, action, count, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+impl RequestRow {
+    /// Values for [`INSERT_GUARDRAIL_SQL`], one list per decision.
+    pub fn guardrail_values(&self) -> Vec<Vec<SqlValue>> {
+        self.guardrails
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                vec![
+                    SqlValue::Text(self.request_id.clone()),
+                    SqlValue::Int(i64::try_from(i).unwrap_or(i64::MAX)),
+                    SqlValue::Text(e.stage.to_owned()),
+                    SqlValue::Text(e.detector.clone()),
+                    SqlValue::Text(e.action.to_owned()),
+                    SqlValue::Int(i64::from(e.count)),
+                    Some(self.created_at_ms).into(),
+                ]
+            })
+            .collect()
     }
 }
 
@@ -275,6 +301,7 @@ mod tests {
             saved_micros: None,
             pricing: None,
             project_id: None,
+            guardrails: Vec::new(),
         };
         let v = row.bind_values();
         let placeholders = INSERT_REQUEST_SQL.matches('?').count();
@@ -347,6 +374,7 @@ mod tests {
             saved_micros: None,
             pricing: None,
             project_id: None,
+            guardrails: Vec::new(),
         };
         row.apply_price(Some((&price, "priced")));
         // 1000 × 2.5 + 100 × 10 = 3500 micro-USD.
@@ -392,6 +420,7 @@ mod tests {
             saved_micros: None,
             pricing: None,
             project_id: None,
+            guardrails: Vec::new(),
         };
         let v = row.bind_values();
         assert_eq!(v[11], SqlValue::Null);
@@ -452,6 +481,12 @@ mod tests {
             saved_micros: None,
             pricing: Some("priced"),
             project_id: Some("search".into()),
+            guardrails: vec![crate::guardrails::GuardEvent {
+                stage: "input",
+                detector: "email".into(),
+                action: "redact",
+                count: 2,
+            }],
         };
         let sql = |v: &SqlValue| match v {
             SqlValue::Null => rusqlite::types::Value::Null,
@@ -465,6 +500,11 @@ mod tests {
             for a in &row.attempts {
                 let values: Vec<_> = a.bind_values(&row.request_id).iter().map(sql).collect();
                 db.execute(INSERT_ATTEMPT_SQL, rusqlite::params_from_iter(values))
+                    .unwrap();
+            }
+            for values in row.guardrail_values() {
+                let values: Vec<_> = values.iter().map(sql).collect();
+                db.execute(INSERT_GUARDRAIL_SQL, rusqlite::params_from_iter(values))
                     .unwrap();
             }
         };
@@ -486,5 +526,13 @@ mod tests {
             .query_row("SELECT project_id FROM requests", [], |r| r.get(0))
             .unwrap();
         assert_eq!(project, "search");
+        let guard: (String, String, i64) = db
+            .query_row(
+                "SELECT COUNT(*) || ':' || detector, action, SUM(count) FROM guardrail_events",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(guard, ("1:email".to_owned(), "redact".to_owned(), 2));
     }
 }

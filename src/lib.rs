@@ -13,6 +13,7 @@ pub mod capabilities;
 pub mod capacity;
 pub mod config;
 pub mod error;
+pub mod guardrails;
 pub mod keys;
 pub mod latency;
 pub mod ledger;

@@ -8,7 +8,9 @@ use worker::{console_error, D1Database};
 
 use crate::error::GatewayError;
 use crate::keys::KeyGrant;
-use crate::ledger::{RequestRow, SqlValue, INSERT_ATTEMPT_SQL, INSERT_REQUEST_SQL};
+use crate::ledger::{
+    RequestRow, SqlValue, INSERT_ATTEMPT_SQL, INSERT_GUARDRAIL_SQL, INSERT_REQUEST_SQL,
+};
 
 fn js(v: &SqlValue) -> JsValue {
     match v {
@@ -52,6 +54,9 @@ pub struct KeyRecord {
     /// The project's limits (joined from `projects`, read-only here).
     #[serde(default)]
     pub project_limits: Option<String>,
+    /// JSON `guardrails::GuardrailPolicy`; NULL = the global/route policy.
+    #[serde(default)]
+    pub guardrails: Option<String>,
 }
 
 impl KeyRecord {
@@ -88,6 +93,11 @@ impl KeyRecord {
                     id: id.clone(),
                     limits: self.project_limits.as_deref().map(parse_limits_fail_closed),
                 }),
+            // A stored policy that does not parse blocks every built-in detector.
+            guardrails: self.guardrails.as_deref().map(|g| {
+                serde_json::from_str(g)
+                    .unwrap_or_else(|_| crate::guardrails::GuardrailPolicy::fail_closed())
+            }),
         }
     }
 
@@ -106,6 +116,7 @@ impl KeyRecord {
             "limits": self.limits.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok()),
             "cache": self.cache_policy.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok()),
             "project_id": self.project_id,
+            "guardrails": self.guardrails.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok()),
         })
     }
 }
@@ -122,7 +133,7 @@ fn parse_limits_fail_closed(stored: &str) -> crate::budget::Limits {
 /// second D1 call for a project).
 const KEY_COLUMNS: &str =
     "k.id, k.key_prefix, k.name, k.allowed_models, k.metadata, k.created_at, k.revoked_at, \
-     k.allow_inline_config, k.limits, k.cache_policy, k.project_id, p.limits AS project_limits";
+     k.allow_inline_config, k.limits, k.cache_policy, k.project_id, p.limits AS project_limits, k.guardrails";
 const KEYS_JOINED: &str = "virtual_keys k LEFT JOIN projects p ON p.id = k.project_id";
 
 /// The active key with this hash, if any.
@@ -254,6 +265,21 @@ pub async fn update_key(db: &D1Database, id: &str, u: KeyUpdate<'_>) -> Result<(
     Ok(())
 }
 
+/// Sets (or with `None` clears) a key's guardrail policy (JSON).
+pub async fn set_key_guardrails(
+    db: &D1Database,
+    id: &str,
+    policy: Option<String>,
+) -> Result<(), GatewayError> {
+    db.prepare("UPDATE virtual_keys SET guardrails = ?2 WHERE id = ?1")
+        .bind(&[JsValue::from_str(id), js(&policy.into())])
+        .map_err(|e| db_error("bind", &e))?
+        .run()
+        .await
+        .map_err(|e| db_error("set key guardrails", &e))?;
+    Ok(())
+}
+
 /// A team/project: a parent budget over its keys.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ProjectRecord {
@@ -377,6 +403,10 @@ pub async fn insert_request_row(db: &D1Database, row: &RequestRow) {
             let values: Vec<JsValue> = a.bind_values(&row.request_id).iter().map(js).collect();
             statements.push(db.prepare(INSERT_ATTEMPT_SQL).bind(&values)?);
         }
+        for values in row.guardrail_values() {
+            let values: Vec<JsValue> = values.iter().map(js).collect();
+            statements.push(db.prepare(INSERT_GUARDRAIL_SQL).bind(&values)?);
+        }
         Ok(statements)
     };
     for attempt in 1..=2 {
@@ -469,8 +499,23 @@ pub async fn get_request(
         .await
         .and_then(|r| r.results())
         .map_err(|e| db_error("get attempts", &e))?;
+    let guardrails: Vec<serde_json::Value> = db
+        .prepare(
+            "SELECT stage, detector, action, count FROM guardrail_events \
+             WHERE request_id = ?1 ORDER BY seq",
+        )
+        .bind(&[JsValue::from_str(id)])
+        .map_err(|e| db_error("bind", &e))?
+        .all()
+        .await
+        .and_then(|r| r.results())
+        .map_err(|e| db_error("get guardrail events", &e))?;
     if let Some(o) = row.as_object_mut() {
         o.insert("attempts".to_owned(), serde_json::Value::Array(attempts));
+        o.insert(
+            "guardrails".to_owned(),
+            serde_json::Value::Array(guardrails),
+        );
     }
     Ok(Some(row))
 }

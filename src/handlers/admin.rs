@@ -63,6 +63,22 @@ struct CreateKey {
     /// The team/project whose limits also apply; it must exist.
     #[serde(default)]
     project_id: Option<String>,
+    #[serde(default)]
+    guardrails: Option<crate::guardrails::GuardrailPolicy>,
+}
+
+/// Validates a key's guardrail policy (it may name the global operator
+/// detectors) and stores it as JSON.
+fn guardrails_json(
+    env: &Env,
+    policy: &crate::guardrails::GuardrailPolicy,
+) -> Result<String, GatewayError> {
+    let global = config(env)?.guardrails.operator_detectors();
+    let errors = policy.validate("guardrails", &global);
+    if !errors.is_empty() {
+        return Err(GatewayError::invalid_param("guardrails", errors.join("; ")));
+    }
+    serde_json::to_string(policy).map_err(|_| GatewayError::Internal)
 }
 
 /// Validates a key's cache policy and stores it as JSON.
@@ -119,6 +135,11 @@ async fn create_key(req: &mut Request, env: &Env) -> Result<Response, GatewayErr
         }
         None => None,
     };
+    let guardrails = input
+        .guardrails
+        .as_ref()
+        .map(|g| guardrails_json(env, g))
+        .transpose()?;
     let db = database(env)?;
     if let Some(project) = &input.project_id {
         existing_project(&db, project).await?;
@@ -148,6 +169,9 @@ async fn create_key(req: &mut Request, env: &Env) -> Result<Response, GatewayErr
         },
     )
     .await?;
+    if guardrails.is_some() {
+        store::set_key_guardrails(&db, &id, guardrails).await?;
+    }
     let record = store::get_key(&db, &id)
         .await?
         .ok_or(GatewayError::Internal)?;
@@ -178,20 +202,21 @@ async fn get_key(env: &Env, id: &str) -> Result<Response, GatewayError> {
 /// `PATCH /admin/keys/{id}` — `{"name"?: string, "allowed_models"?: [..] | null,
 /// "allow_inline_config"?: bool}`.
 async fn update_key(req: &mut Request, env: &Env, id: &str) -> Result<Response, GatewayError> {
-    const FIELDS: [&str; 6] = [
+    const FIELDS: [&str; 7] = [
         "name",
         "allowed_models",
         "allow_inline_config",
         "limits",
         "cache",
         "project_id",
+        "guardrails",
     ];
     let body = read_admin_json(req).await?;
     if let Some(unknown) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(GatewayError::invalid_param(
             unknown,
             format!(
-                "Unknown field '{unknown}'; only name, allowed_models, allow_inline_config, limits, cache and project_id can be changed."
+                "Unknown field '{unknown}'; only name, allowed_models, allow_inline_config, limits, cache, project_id and guardrails can be changed."
             ),
         ));
     }
@@ -272,6 +297,20 @@ async fn update_key(req: &mut Request, env: &Env, id: &str) -> Result<Response, 
             ))
         }
     };
+    let guardrails = match body.get("guardrails") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(v) => {
+            let g: crate::guardrails::GuardrailPolicy =
+                serde_json::from_value(v.clone()).map_err(|e| {
+                    GatewayError::invalid_param("guardrails", format!("Invalid guardrails: {e}."))
+                })?;
+            Some(Some(guardrails_json(env, &g)?))
+        }
+    };
+    if let Some(g) = guardrails {
+        store::set_key_guardrails(&db, id, g).await?;
+    }
     store::update_key(
         &db,
         id,

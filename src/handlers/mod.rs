@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod budgets;
 pub mod circuits;
+pub mod guard;
 pub mod health;
 pub mod models;
 pub mod proxy;

@@ -16,7 +16,7 @@ use crate::cache::{self, CacheEntry};
 use crate::config::{CacheMode, GatewayConfig, RouteConfig};
 use crate::error::GatewayError;
 use crate::handlers::{
-    authenticate_key, budgets, circuits, config, database, price_row, secret, semantic,
+    authenticate_key, budgets, circuits, config, database, guard, price_row, secret, semantic,
 };
 use crate::http::{
     error_response, messages_error_response, new_request_id, now_ms, random_bytes,
@@ -84,9 +84,14 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
         saved_micros: None,
         pricing: None,
         project_id: grant.project.as_ref().map(|p| p.id.clone()),
+        guardrails: Vec::new(),
     };
     let mut after = AfterResponse::default();
     let result = proxy(&mut req, &env, &grant, endpoint, &mut row, &mut after).await;
+    let result = match (result, after.output_guard.take()) {
+        (Ok(answer), Some(g)) => guard_answer(answer, g, &mut row, &mut after).await,
+        (result, _) => result,
+    };
     let cache_header = row.cache_status.map(str::to_ascii_uppercase);
     let gateway_config = config(&env).ok();
     // Share what the attempts taught about provider health, after the response.
@@ -176,7 +181,13 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
             if let Ok(db) = db {
                 let env = env.clone();
                 ctx.wait_until(async move {
-                    if let Ok(report) = report.await {
+                    let report = report.await;
+                    if let Some(rx) = after.guard_report.take() {
+                        if let Ok(tally) = rx.await {
+                            row.guardrails.extend(tally.events("output"));
+                        }
+                    }
+                    if let Ok(report) = report {
                         if let (Some(write), Some(completion)) =
                             (&after.cache_write, report.summary.completion.clone())
                         {
@@ -307,6 +318,10 @@ fn inline_route(
     check_json_safety(&value, config.limits.max_json_depth)?;
     let route: RouteConfig =
         serde_json::from_value(value).map_err(|e| bad(format!("is not a route: {e}.")))?;
+    if route.guardrails.is_some() {
+        // Guardrails are the operator's; a client's route cannot loosen them.
+        return Err(bad("cannot set guardrails.".to_owned()));
+    }
     let errors = config.validate_route("route", &route);
     if !errors.is_empty() {
         return Err(bad(format!("is not valid: {}.", errors.join("; "))));
@@ -365,6 +380,24 @@ async fn proxy(
     row.model_requested = Some(model.clone());
     row.stream = stream;
     let endpoint = endpoint.canonical();
+    // Guardrails see the prompt before anything else does (cache, providers).
+    let route = inline.as_ref().or_else(|| config.routes.get(&model));
+    let checked = guard::check_input(&config, grant, route, endpoint, body, &mut row.guardrails)?;
+    let body = checked.body;
+    if checked.output.is_some() && row.endpoint == Endpoint::Messages {
+        // The output guard reads OpenAI-format answers; a /v1/messages answer
+        // is already Anthropic-shaped when it would run. Refuse rather than
+        // let output rules (block, restore) silently not apply.
+        return Err(GatewayError::InvalidRequest {
+            message: "Output guardrails (output detectors or reversible redaction) apply to this \
+                      key or route, and are not supported on /v1/messages yet; use \
+                      /v1/chat/completions."
+                .to_owned(),
+            param: None,
+            code: "guardrails_unsupported_endpoint",
+        });
+    }
+    after.output_guard = checked.output;
     let metadata: Option<Map<String, Value>> = row
         .metadata
         .as_deref()
@@ -498,6 +531,30 @@ struct AfterResponse {
     semantic_write: Option<SemanticWrite>,
     /// A would-be semantic hit to record (shadow mode).
     shadow: Option<ShadowRecord>,
+    /// Output guardrails to apply to the answer.
+    output_guard: Option<crate::guardrails::OutputGuard>,
+    /// A guarded stream's decisions, when it ends.
+    guard_report: Option<futures::channel::oneshot::Receiver<crate::guardrails::Tally>>,
+}
+
+/// Runs the output guardrails over the answer (cache hit or provider).
+async fn guard_answer(
+    answer: Answer,
+    output: crate::guardrails::OutputGuard,
+    row: &mut RequestRow,
+    after: &mut AfterResponse,
+) -> Result<Answer, GatewayError> {
+    match answer {
+        Answer::Complete(resp, copy) => {
+            let resp = guard::complete(resp, output, &mut row.guardrails).await?;
+            Ok(Answer::Complete(resp, copy))
+        }
+        Answer::Streaming(resp, report) => {
+            let (resp, rx) = guard::streaming(resp, output)?;
+            after.guard_report = Some(rx);
+            Ok(Answer::Streaming(resp, report))
+        }
+    }
 }
 
 /// The tokens a request may use: the prompt at its upper bound (body bytes +
