@@ -4,10 +4,12 @@
 //! cheap model and hard reasoning to a frontier one.
 //!
 //! No model call, no regex, no allocation beyond one lowercased copy of the
-//! last user turn: one pass over its lines, one over its characters, one over
-//! its words, plus a byte-length and fence check of the other turns. It is
-//! O(n) in the prompt length (every lexicon below is a fixed set) and takes a
-//! few tens of microseconds for a 4,000-token prompt (see `examples/complexity_eval.rs`).
+//! last user turn and the system prompt: one pass over their lines, one over
+//! their characters, one over their words (a word outside the lexicons is
+//! skipped after one hash), plus a fence check of the other turns. It is O(n)
+//! in the prompt length (every lexicon is a fixed set); a 4,000-token prompt
+//! takes a few hundred microseconds of CPU (`make bench-complexity` prints the
+//! figure).
 //!
 //! ## What is read
 //!
@@ -144,7 +146,7 @@ const CODE_SYMBOL_PERMILLE: usize = 40;
 const CODE_LONG_LINES: usize = 25;
 
 /// Counts gathered in one scan of a text.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct Features {
     bytes: usize,
     fences: usize,
@@ -481,6 +483,393 @@ mod cue {
     pub const RESEARCH: u32 = 1 << 10;
 }
 
+/// Every word a rule below compares a word (or the word before it) with,
+/// sorted: a word outside it, whose first five letters are no rule's stem
+/// ([`STEMS5`]), cannot fire anything, so [`scan_words`] skips it after a
+/// filter test ([`in_lexicon`]) instead of a few hundred comparisons. A rule that gains a
+/// word must add it here; `gate_is_lossless` checks the gate against the
+/// ungated rules over the labelled set.
+const LEXICON: &[&str] = &[
+    "after",
+    "afterwards",
+    "agent",
+    "algorithm",
+    "alternative",
+    "alternatives",
+    "analy",
+    "and",
+    "answer",
+    "antonym",
+    "api",
+    "architect",
+    "are",
+    "argue",
+    "assess",
+    "asymptotic",
+    "async",
+    "atomic",
+    "attack",
+    "attacks",
+    "autonomous",
+    "await",
+    "bash",
+    "bayes",
+    "bayesian",
+    "bijection",
+    "bottleneck",
+    "brainstorm",
+    "bug",
+    "by",
+    "bye",
+    "c++",
+    "can",
+    "capital",
+    "carefully",
+    "categori",
+    "causal",
+    "causation",
+    "cause",
+    "class",
+    "classif",
+    "closed",
+    "codebase",
+    "combinatorics",
+    "compar",
+    "compile",
+    "compiler",
+    "complexity",
+    "compose",
+    "concurren",
+    "condition",
+    "conditions",
+    "confound",
+    "cons",
+    "consensus",
+    "consistency",
+    "console",
+    "const",
+    "continuous",
+    "contour",
+    "contrast",
+    "converge",
+    "convergence",
+    "converges",
+    "convert",
+    "correctness",
+    "count",
+    "counterexample",
+    "crash",
+    "create",
+    "critic",
+    "css",
+    "deadlock",
+    "debug",
+    "def",
+    "deploy",
+    "derivative",
+    "derive",
+    "describe",
+    "design",
+    "diagnos",
+    "difference",
+    "differences",
+    "differentiable",
+    "differentiate",
+    "disprove",
+    "distributed",
+    "diverges",
+    "do",
+    "docker",
+    "dockerfile",
+    "does",
+    "draft",
+    "drift",
+    "dynamic",
+    "eigenvalue",
+    "eigenvalues",
+    "eigenvector",
+    "election",
+    "elif",
+    "equation",
+    "equations",
+    "evaluate",
+    "exactly",
+    "expected",
+    "experiment",
+    "explain",
+    "exploit",
+    "extract",
+    "failing",
+    "failover",
+    "false",
+    "finally",
+    "first",
+    "firstly",
+    "fix",
+    "fn",
+    "form",
+    "formal",
+    "from",
+    "function",
+    "fuzz",
+    "generate",
+    "geometric",
+    "git",
+    "golang",
+    "grammar",
+    "group",
+    "guarantee",
+    "hangs",
+    "hello",
+    "hey",
+    "hi",
+    "how",
+    "html",
+    "hypothes",
+    "ideas",
+    "impl",
+    "implement",
+    "import",
+    "include",
+    "indexes",
+    "induction",
+    "infinitely",
+    "int",
+    "integer",
+    "integers",
+    "integral",
+    "integrate",
+    "integration",
+    "invariant",
+    "invented",
+    "investigate",
+    "irrational",
+    "is",
+    "java",
+    "javascript",
+    "json",
+    "just",
+    "justif",
+    "kubernetes",
+    "label",
+    "lambda",
+    "latency",
+    "leak",
+    "leakage",
+    "lemma",
+    "let",
+    "letter",
+    "liveness",
+    "lock",
+    "logarithm",
+    "lol",
+    "lowercase",
+    "matrices",
+    "matrix",
+    "migrate",
+    "migration",
+    "modulo",
+    "morning",
+    "mutex",
+    "namespace",
+    "next",
+    "night",
+    "no",
+    "none",
+    "null",
+    "nullptr",
+    "number",
+    "occupancy",
+    "of",
+    "off",
+    "offs",
+    "one",
+    "only",
+    "oom",
+    "opposite",
+    "optimi",
+    "or",
+    "outline",
+    "output",
+    "painted",
+    "pandas",
+    "paraphrase",
+    "parser",
+    "permutations",
+    "pipeline",
+    "plan",
+    "planet",
+    "planner",
+    "plural",
+    "polynomial",
+    "prime",
+    "primes",
+    "printf",
+    "println",
+    "probability",
+    "programming",
+    "proof",
+    "propose",
+    "pros",
+    "protocol",
+    "prove",
+    "public",
+    "pull",
+    "python",
+    "query",
+    "race",
+    "react",
+    "real",
+    "reciprocals",
+    "recommend",
+    "recommendation",
+    "recurrence",
+    "refactor",
+    "reformat",
+    "regex",
+    "regions",
+    "rename",
+    "replication",
+    "reply",
+    "repo",
+    "repository",
+    "request",
+    "return",
+    "review",
+    "rewrite",
+    "rigor",
+    "risks",
+    "root",
+    "rust",
+    "scalab",
+    "scale",
+    "schema",
+    "script",
+    "second",
+    "secondly",
+    "security",
+    "select",
+    "self",
+    "sentiment",
+    "should",
+    "show",
+    "single",
+    "sort",
+    "spell",
+    "spelling",
+    "sql",
+    "static",
+    "std",
+    "step",
+    "str",
+    "strategies",
+    "strategy",
+    "struct",
+    "study",
+    "subgroup",
+    "suggest",
+    "summarise",
+    "summarize",
+    "summary",
+    "synonym",
+    "tag",
+    "thank",
+    "thanks",
+    "that",
+    "the",
+    "then",
+    "theorem",
+    "threat",
+    "throughput",
+    "thx",
+    "to",
+    "tone",
+    "trade",
+    "tradeoff",
+    "tradeoffs",
+    "transactions",
+    "translat",
+    "true",
+    "typescript",
+    "typo",
+    "typos",
+    "unwrap",
+    "uppercase",
+    "usize",
+    "var",
+    "variance",
+    "vector",
+    "versus",
+    "void",
+    "vulnerab",
+    "what",
+    "what's",
+    "where",
+    "which",
+    "who",
+    "why",
+    "word",
+    "write",
+    "wrong",
+    "wrote",
+    "year",
+    "yes",
+    "you",
+];
+
+/// The first five letters of every `starts_with` stem (all have at least five).
+const STEMS5: &[&str] = &[
+    "analy", "archi", "categ", "causa", "class", "compa", "concu", "confo", "crash", "criti",
+    "deadl", "debug", "desig", "diagn", "explo", "forma", "guara", "hypot", "justi", "optim",
+    "rigor", "scala", "trans", "vulne",
+];
+
+/// Bits in each gate filter: ~330 words set ~4 % of them, so ~4 % of other
+/// words pass the gate needlessly (and then fire nothing).
+const FILTER_BITS: usize = 8_192;
+const FILTER_WORDS: usize = FILTER_BITS / 64;
+
+/// FNV-1a over at most `max` bytes, reduced to a filter bit.
+#[allow(clippy::indexing_slicing)] // const fn: `i < b.len()` is checked.
+const fn filter_bit(b: &[u8], max: usize) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < b.len() && i < max {
+        h ^= b[i] as u32;
+        h = h.wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    h as usize % FILTER_BITS
+}
+
+/// A one-hash Bloom filter of `words` (their first `max` bytes), built at
+/// compile time: membership is one hash and one bit test, with no false
+/// negatives, so the gate never hides a word from the rules.
+#[allow(clippy::indexing_slicing)] // const fn: `bit / 64 < FILTER_WORDS` by construction.
+const fn build_filter(words: &[&str], max: usize) -> [u64; FILTER_WORDS] {
+    let mut f = [0u64; FILTER_WORDS];
+    let mut i = 0;
+    while i < words.len() {
+        let bit = filter_bit(words[i].as_bytes(), max);
+        f[bit / 64] |= 1 << (bit % 64);
+        i += 1;
+    }
+    f
+}
+
+const LEXICON_FILTER: [u64; FILTER_WORDS] = build_filter(LEXICON, usize::MAX);
+const STEMS5_FILTER: [u64; FILTER_WORDS] = build_filter(STEMS5, 5);
+
+fn filter_has(f: &[u64; FILTER_WORDS], bit: usize) -> bool {
+    f.get(bit / 64).is_some_and(|w| w & (1 << (bit % 64)) != 0)
+}
+
+fn in_lexicon(w: &str) -> bool {
+    let b = w.as_bytes();
+    filter_has(&LEXICON_FILTER, filter_bit(b, usize::MAX))
+        || (b.len() >= 5 && filter_has(&STEMS5_FILTER, filter_bit(b, 5)))
+}
+
 /// Words (lowercase) that name code or a programming language or tool.
 fn is_code_word(w: &str) -> bool {
     matches!(
@@ -772,11 +1161,7 @@ fn reasoning_cue(p2: &str, p1: &str, w: &str) -> u32 {
 fn simple_cue(i: usize, p2: &str, p1: &str, w: &str) -> u32 {
     let bit = if w.starts_with("translat") {
         0
-    } else if w.starts_with("classif")
-        || w.starts_with("categori")
-        || w == "label"
-        || w == "tag"
-    {
+    } else if w.starts_with("classif") || w.starts_with("categori") || w == "label" || w == "tag" {
         1
     } else if w == "extract" {
         2
@@ -824,6 +1209,10 @@ const FIRST_THEN_WINDOW_WORDS: usize = 25;
 const SIMPLE_CUE_WORDS: usize = 20;
 
 fn scan_words(lower: &str, f: &mut Features) {
+    scan_words_gated(lower, f, true);
+}
+
+fn scan_words_gated(lower: &str, f: &mut Features, gate: bool) {
     let mut p2 = "";
     let mut p1 = "";
     let mut math_words = 0usize;
@@ -842,7 +1231,7 @@ fn scan_words(lower: &str, f: &mut Features) {
         total = i + 1;
         // Nothing in the lexicons is longer; long tokens are identifiers,
         // URLs or base64.
-        if w.len() <= 16 {
+        if w.len() <= 16 && (!gate || in_lexicon(w)) {
             if is_code_word(w) {
                 f.code_words += 1;
             }
@@ -940,7 +1329,10 @@ mod tests {
         assert_eq!(Tier::Simple.to_string(), "simple");
         assert_eq!(Tier::Moderate.to_string(), "moderate");
         assert_eq!(Tier::Complex.to_string(), "complex");
-        assert_eq!(serde_json::to_value(Tier::Complex).unwrap(), json!("complex"));
+        assert_eq!(
+            serde_json::to_value(Tier::Complex).unwrap(),
+            json!("complex")
+        );
         let t: Tier = serde_json::from_value(json!("moderate")).unwrap();
         assert_eq!(t, Tier::Moderate);
     }
@@ -949,7 +1341,10 @@ mod tests {
     fn explain_lists_tier_score_and_signals_only() {
         let x = a("Debug this and explain why it deadlocks:\n```rust\nfn main() {}\n```");
         let s = explain(&x);
-        assert!(s.starts_with(&format!("{}(score={};", x.tier, x.score)), "{s}");
+        assert!(
+            s.starts_with(&format!("{}(score={};", x.tier, x.score)),
+            "{s}"
+        );
         assert!(s.contains("code"), "{s}");
         assert!(!s.contains("main"), "{s}");
         assert!(s.is_ascii());
@@ -1037,7 +1432,10 @@ mod tests {
 
     #[test]
     fn math_signals() {
-        assert!(has("Compute the integral of x^2 + 3x - 4 from 0 to 2", "math"));
+        assert!(has(
+            "Compute the integral of x^2 + 3x - 4 from 0 to 2",
+            "math"
+        ));
         assert!(has(
             "Find the eigenvalues of the matrix and the probability $\\frac{1}{2}$ via \\sqrt{x}",
             "math_heavy"
@@ -1084,7 +1482,10 @@ mod tests {
         // "explain" alone asks for an explanation, not for reasoning.
         assert!(!has("Explain photosynthesis", "reasoning"));
         assert!(has("Explain photosynthesis", "generation"));
-        assert!(has("Compare Postgres and MySQL and analyze the results", "reasoning_2"));
+        assert!(has(
+            "Compare Postgres and MySQL and analyze the results",
+            "reasoning_2"
+        ));
         assert!(has(
             "Design a cache, compare the trade-offs and explain why it scales",
             "reasoning_3"
@@ -1095,13 +1496,19 @@ mod tests {
 
     #[test]
     fn simple_task_cues_lower_the_score() {
-        assert!(has("Translate to French: good morning, my friend", "simple_task"));
+        assert!(has(
+            "Translate to French: good morning, my friend",
+            "simple_task"
+        ));
         assert!(has(
             "Classify the sentiment of this review: great!",
             "simple_task_2"
         ));
         assert!(has("Answer yes or no: is Paris in France?", "simple_task"));
-        assert!(has("Reply with one word: the colour of grass", "simple_task"));
+        assert!(has(
+            "Reply with one word: the colour of grass",
+            "simple_task"
+        ));
         assert!(has("Fix the typo in this sentence: teh cat", "simple_task"));
         assert!(has("What is the capital of Peru?", "simple_task"));
         let x = a("Translate this paragraph into Spanish please, thank you");
@@ -1113,7 +1520,10 @@ mod tests {
             "We run a large monolith with many teams and shared tables. ".repeat(6)
         );
         assert!(!has(&long, "simple_task"));
-        let long_translate = format!("Translate into French: {}", "The office is closed. ".repeat(20));
+        let long_translate = format!(
+            "Translate into French: {}",
+            "The office is closed. ".repeat(20)
+        );
         assert!(has(&long_translate, "simple_task"));
         // Verbs like "sort" only count as the first word.
         assert!(has("Sort these: b, a, c", "simple_task"));
@@ -1183,9 +1593,36 @@ mod tests {
     #[test]
     fn odd_inputs_do_not_panic() {
         assert_eq!(assess(&[], false).tier, Tier::Simple);
-        let weird = vec![json!(3), json!({"role": 5, "content": {"x": 1}}), json!(null)];
+        let weird = vec![
+            json!(3),
+            json!({"role": 5, "content": {"x": 1}}),
+            json!(null),
+        ];
         let _ = assess(&weird, true);
         let _ = a("\\\\\\ ```` 1+ +1 é∫√ 12. 1) - ");
+    }
+
+    #[test]
+    fn lexicon_is_sorted() {
+        assert!(LEXICON.windows(2).all(|w| w[0] < w[1]));
+        assert!(STEMS5.windows(2).all(|w| w[0] < w[1] && w[0].len() == 5));
+    }
+
+    /// The gate only skips words no rule can fire on: every rule, run on
+    /// every word of the labelled set, gives the same features gated or not.
+    #[test]
+    fn gate_is_lossless() {
+        let set = include_str!("../data/complexity/prompts.jsonl");
+        let mut extra = LEXICON.join(" then ");
+        extra.push_str(" analysis critique diagnosed comparing designs architecture debugging");
+        for text in set.lines().chain(std::iter::once(extra.as_str())) {
+            let lower = text.to_ascii_lowercase();
+            let mut gated = Features::default();
+            let mut ungated = Features::default();
+            scan_words_gated(&lower, &mut gated, true);
+            scan_words_gated(&lower, &mut ungated, false);
+            assert_eq!(gated, ungated, "{text}");
+        }
     }
 
     #[test]
