@@ -1,5 +1,5 @@
 # tollgate — the two commands are `make dev` and `make test` (see README.md).
-.PHONY: dev test setup build deploy-check bench bench-semantic bench-guardrails clean
+.PHONY: dev test setup build deploy-check bench bench-semantic bench-guardrails bench-complexity clean
 
 ## Start the gateway locally (wrangler dev, local D1, demo provider, dev key).
 dev:
@@ -23,6 +23,10 @@ PAIRS ?= bench/semantic/pairs.tsv
 bench-semantic: setup
 	.venv/bin/python bench/semantic/embed.py $(PAIRS) .venv/bench-vectors.json
 	cargo run --quiet --release --example bench_semantic -- $(PAIRS) .venv/bench-vectors.json $(THRESHOLD)
+
+## Accuracy and routing cost of the complexity classifier on the shipped labelled set.
+bench-complexity:
+	cargo run --release --example complexity_eval
 
 clean:
 	rm -rf build target .wrangler

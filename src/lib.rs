@@ -11,6 +11,7 @@ pub mod budget;
 pub mod cache;
 pub mod capabilities;
 pub mod capacity;
+pub mod complexity;
 pub mod config;
 pub mod error;
 pub mod guardrails;
