@@ -285,6 +285,10 @@ pub enum Strategy {
     /// share of the key's (or its project's) tightest budget already used;
     /// the later (cheaper) targets as fallbacks.
     Budget,
+    /// A local classifier (`complexity.rs`) rates the prompt simple, moderate
+    /// or complex; the targets of that `tier` first, then the harder tiers,
+    /// then the easier ones as fallbacks.
+    Complexity,
 }
 
 /// A named route.
@@ -347,6 +351,9 @@ pub struct TargetConfig {
     /// of the tightest budget is used; none = always (the last tier).
     #[serde(default)]
     pub until_used: Option<f64>,
+    /// `complexity` routes: which tier this target serves.
+    #[serde(default)]
+    pub tier: Option<crate::complexity::Tier>,
 }
 
 /// Request fields a route's `params` may not set: they define the request
@@ -775,6 +782,15 @@ impl GatewayConfig {
             ));
         }
         for (i, t) in route.targets.iter().enumerate() {
+            match (t.tier, route.strategy) {
+                (Some(_), s) if s != Strategy::Complexity => errors.push(format!(
+                    "{at}.targets[{i}].tier: only complexity routes use it"
+                )),
+                (None, Strategy::Complexity) => errors.push(format!(
+                    "{at}.targets[{i}].tier: a complexity route's targets each name a tier (simple, moderate, complex)"
+                )),
+                _ => {}
+            }
             match (t.until_used, route.strategy) {
                 (Some(_), s) if s != Strategy::Budget => errors.push(format!(
                     "{at}.targets[{i}].until_used: only budget routes use it"

@@ -255,6 +255,50 @@ fn expand_route(
         out.decisions.push(decision);
         return Ok(());
     }
+    if route.strategy == Strategy::Complexity {
+        let messages = facts
+            .body
+            .get("messages")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice);
+        let tools = facts
+            .body
+            .get("tools")
+            .and_then(Value::as_array)
+            .is_some_and(|t| !t.is_empty());
+        let assessment = crate::complexity::assess(messages, tools);
+        let wanted = assessment.tier;
+        // The assessed tier, then harder tiers (ascending), then easier ones.
+        let rank = |t: &TargetConfig| {
+            let tier = t.tier.unwrap_or(crate::complexity::Tier::Complex);
+            match tier.cmp(&wanted) {
+                std::cmp::Ordering::Equal => (0, 0),
+                std::cmp::Ordering::Greater => (1, tier as i32),
+                std::cmp::Ordering::Less => (2, -(tier as i32)),
+            }
+        };
+        let mut targets: Vec<TargetConfig> = route.targets.clone();
+        targets.sort_by_key(|t| rank(t));
+        let ordered = RouteConfig {
+            strategy: Strategy::Fallback,
+            targets,
+            ..route.clone()
+        };
+        let mut chosen = RoutePlan::default();
+        expand_route(config, &ordered, facts, random, depth + 1, &mut chosen)?;
+        out.decisions.extend(chosen.decisions);
+        out.decisions.push(match chosen.links.first() {
+            Some(l) => format!(
+                "complexity:{} {}/{}",
+                crate::complexity::explain(&assessment),
+                l.provider,
+                l.model
+            ),
+            None => format!("complexity:{}", crate::complexity::explain(&assessment)),
+        });
+        out.links.extend(chosen.links);
+        return Ok(());
+    }
     if route.strategy == Strategy::Budget {
         let used = facts.budget_used.unwrap_or(0.0);
         let first = route
@@ -287,7 +331,7 @@ fn expand_route(
         return Ok(());
     }
     let order: Vec<&TargetConfig> = match route.strategy {
-        Strategy::Cost | Strategy::Latency | Strategy::Budget => Vec::new(),
+        Strategy::Cost | Strategy::Latency | Strategy::Budget | Strategy::Complexity => Vec::new(),
         Strategy::Fallback => route.targets.iter().collect(),
         Strategy::Loadbalance => weighted_order(&route.targets, random),
         Strategy::Conditional => route
@@ -802,6 +846,62 @@ mod tests {
             "routes": {"f": {"strategy": "fallback", "targets": [{"model": "openai/a", "until_used": 0.5}]}}
         }));
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn complexity_sends_each_tier_to_its_targets_harder_tiers_as_fallbacks() {
+        let c = GatewayConfig::from_json(json!({
+            "providers": {"openai": {}},
+            "routes": {"tiered": {"strategy": "complexity", "targets": [
+                {"model": "openai/frontier", "tier": "complex"},
+                {"model": "openai/small", "tier": "simple"},
+                {"model": "openai/mid", "tier": "moderate"}
+            ]}}
+        }))
+        .unwrap();
+        let plan = |text: &str| {
+            let body = json!({"messages": [{"role": "user", "content": text}]})
+                .as_object()
+                .unwrap()
+                .clone();
+            let facts = RequestFacts::new(None, &body);
+            plan_route(&c, "tiered", None, &facts, &mut || 0.0).unwrap()
+        };
+        let p = plan("Translate 'good morning' to French.");
+        assert_eq!(
+            names(&p.links),
+            ["openai/small", "openai/mid", "openai/frontier"]
+        );
+        assert!(
+            p.decisions[0].starts_with("complexity:simple(score="),
+            "{:?}",
+            p.decisions
+        );
+        assert!(
+            p.decisions[0].ends_with(" openai/small"),
+            "{:?}",
+            p.decisions
+        );
+        let hard = "Design a distributed rate limiter for a multi-region API gateway. First, \
+            analyze the trade-offs between token bucket and sliding window algorithms; then \
+            explain step by step how you would keep the counters consistent across regions, \
+            prove that your scheme never admits more than the limit, and compare its latency \
+            and cost against a centralized Redis design.";
+        let p = plan(hard);
+        assert_eq!(
+            names(&p.links),
+            ["openai/frontier", "openai/mid", "openai/small"]
+        );
+        assert!(
+            p.decisions[0].starts_with("complexity:complex("),
+            "{:?}",
+            p.decisions
+        );
+        let bad = GatewayConfig::from_json(json!({
+            "providers": {"openai": {}},
+            "routes": {"t": {"strategy": "complexity", "targets": [{"model": "openai/a"}]}}
+        }));
+        assert!(bad.is_err(), "a complexity target needs a tier");
     }
 
     #[test]

@@ -3,6 +3,9 @@
 // The `latency` strategy converges on the link answering fastest (live
 // per-link statistics) and moves away when that link slows down.
 //
+// The `complexity` strategy rates the prompt with the local classifier and
+// sends it to the targets of that tier (harder tiers as fallbacks).
+//
 // Provider capacity: a provider whose rate-limit headers say it is at ≥ 90 %
 // of its account limit is tried after the other links, until the reset.
 //
@@ -51,6 +54,14 @@ before(async () => {
       };
       gateway.routes = {
         ...(gateway.routes ?? {}),
+        tiered: {
+          strategy: 'complexity',
+          targets: [
+            { model: 'openai/small', tier: 'simple' },
+            { model: 'openai/mid', tier: 'moderate' },
+            { model: 'groq/frontier', tier: 'complex' },
+          ],
+        },
         cap: { strategy: 'fallback', targets: [{ model: 'openai/cap' }, { model: 'groq/cap' }] },
         thrifty: {
           strategy: 'budget',
@@ -252,5 +263,33 @@ describe('provider capacity', () => {
     const later = await ask();
     assert.deepEqual(upstream(), ['openai/cap']);
     assert.equal(later.response.headers.get('x-tollgate-route-decision'), null);
+  });
+});
+
+describe('complexity strategy', () => {
+  const ask = (content) =>
+    client.chat.completions.create({ model: 'tiered', messages: [{ role: 'user', content }], max_tokens: 5 }).withResponse();
+
+  test('a simple prompt → the simple tier; a hard one → the complex tier, with the classifier’s reasons in the header', async () => {
+    const easy = await ask("Classify the sentiment of this review as positive or negative: 'Great phone, love it.'");
+    assert.deepEqual(upstream(), ['openai/small']);
+    assert.match(easy.response.headers.get('x-tollgate-route-decision'), /^complexity:simple\(score=-?\d+;[a-z_0-9,]*\) openai\/small$/);
+
+    for (const m of Object.values(stack.mocks)) m.reset();
+    const hard = await ask(
+      'Design a distributed rate limiter for a multi-region API gateway. First, analyze the trade-offs between token bucket and sliding window; ' +
+        'then explain step by step how to keep counters consistent across regions, prove the scheme never admits more than the limit, ' +
+        'and compare latency and cost against a centralized Redis design.',
+    );
+    assert.deepEqual(upstream(), ['groq/frontier']);
+    const d = hard.response.headers.get('x-tollgate-route-decision');
+    assert.match(d, /^complexity:complex\(score=\d+;[a-z_0-9,]+\) groq\/frontier$/, d);
+    assert.ok(!d.includes('rate limiter'), 'never the prompt text');
+  });
+
+  test('the chosen tier failing → the next harder tier', async () => {
+    stack.mocks.openai.enqueue({ match: { model: 'small' }, status: 503 });
+    await ask('What is the capital of France?');
+    assert.deepEqual(upstream(), ['openai/small', 'openai/mid']);
   });
 });
