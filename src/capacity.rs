@@ -11,8 +11,9 @@
 //! - the gateway's own count of requests in the last minute against the
 //!   provider's configured `rpm_limit` (per isolate: a floor, not the truth).
 //!
-//! Links of a provider at or above the threshold (default 90 %) move behind
-//! the others, keeping their order; when every link is that busy the order is
+//! Readings are kept per provider and model (OpenAI and Anthropic report
+//! limits per model), the own count per provider. Links at or above the
+//! threshold (default 90 %) move behind the others, keeping their order; when every link is that busy the order is
 //! unchanged (the provider's 429 and the walker's fallback take over).
 
 use std::collections::VecDeque;
@@ -194,23 +195,22 @@ impl ProviderLoad {
     }
 }
 
-/// Moves links whose provider is at or above `threshold` behind the others
-/// (stable). `used_of` gives each link's provider load. Returns the new order
-/// (indices) and, when anything moved, an explanation.
+/// Moves links (labelled `provider/model`, with the share `used` of their
+/// rate limit in use) at or above `threshold` behind the others, stably.
+/// Returns the new order (indices) and, when anything moved, an explanation.
 pub fn prefer_unsaturated(
-    providers: &[&str],
-    used_of: &mut dyn FnMut(&str) -> f64,
+    labels: &[String],
+    used: &[f64],
     threshold: f64,
 ) -> (Vec<usize>, Option<String>) {
-    let used: Vec<f64> = providers.iter().map(|p| used_of(p)).collect();
     let busy = |i: usize| used.get(i).copied().unwrap_or(0.0) >= threshold;
-    let (free, saturated): (Vec<usize>, Vec<usize>) = (0..providers.len()).partition(|&i| !busy(i));
+    let (free, saturated): (Vec<usize>, Vec<usize>) = (0..labels.len()).partition(|&i| !busy(i));
     if saturated.is_empty() || free.is_empty() {
-        return ((0..providers.len()).collect(), None);
+        return ((0..labels.len()).collect(), None);
     }
     let mut moved: Vec<String> = Vec::new();
     for &i in &saturated {
-        let name = providers.get(i).copied().unwrap_or("?");
+        let name = labels.get(i).map_or("?", String::as_str);
         let pct = (used.get(i).copied().unwrap_or(0.0) * 100.0).round();
         let s = format!("{name}={pct}%");
         if !moved.contains(&s) {
@@ -302,13 +302,17 @@ mod tests {
 
     #[test]
     fn saturated_providers_move_last_unless_all_are() {
-        let providers = ["openai", "openai", "groq", "anthropic"];
-        let mut used_of = |p: &str| if p == "openai" { 0.93 } else { 0.2 };
-        let (order, why) = prefer_unsaturated(&providers, &mut used_of, 0.9);
+        let labels: Vec<String> = ["openai/a", "openai/b", "groq/c", "anthropic/d"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let (order, why) = prefer_unsaturated(&labels, &[0.93, 0.95, 0.2, 0.2], 0.9);
         assert_eq!(order, [2, 3, 0, 1]);
-        assert_eq!(why.as_deref(), Some("capacity:saturated openai=93%"));
-        let mut all = |_: &str| 0.99;
-        let (order, why) = prefer_unsaturated(&providers, &mut all, 0.9);
+        assert_eq!(
+            why.as_deref(),
+            Some("capacity:saturated openai/a=93%,openai/b=95%")
+        );
+        let (order, why) = prefer_unsaturated(&labels, &[0.99; 4], 0.9);
         assert_eq!(order, [0, 1, 2, 3]);
         assert!(why.is_none());
     }

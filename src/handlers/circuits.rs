@@ -133,12 +133,14 @@ pub async fn sync(env: &Env, attempts: &[AttemptRow], now_ms: u64, policy: Break
 }
 
 thread_local! {
+    /// Rate-limit readings by `provider/model` (OpenAI and Anthropic report
+    /// limits per model), and the gateway's own request count by provider.
     static CAPACITY: RefCell<HashMap<String, crate::capacity::ProviderLoad>> =
         RefCell::new(HashMap::new());
 }
 
-/// Reads a provider's rate-limit headers from one of its responses.
-pub fn observe_capacity(provider: &str, headers: &worker::Headers, now_ms: u64) {
+/// Reads the rate-limit headers of a response from `provider`'s `model`.
+pub fn observe_capacity(provider: &str, model: &str, headers: &worker::Headers, now_ms: u64) {
     let pairs: Vec<(String, String)> = headers
         .entries()
         .filter(|(k, _)| k.contains("ratelimit"))
@@ -149,20 +151,27 @@ pub fn observe_capacity(provider: &str, headers: &worker::Headers, now_ms: u64) 
     );
     CAPACITY.with(|c| {
         let mut c = c.borrow_mut();
-        let load = c.entry(provider.to_owned()).or_default();
-        load.sent(now_ms);
+        c.entry(provider.to_owned()).or_default().sent(now_ms);
         if let Some(r) = reading {
-            load.observe(r);
+            c.entry(format!("{provider}/{model}"))
+                .or_default()
+                .observe(r);
         }
     });
 }
 
-/// Share of a provider account's rate limit in use, as far as this isolate
-/// knows (0 when unknown).
-pub fn capacity_used(provider: &str, now_ms: u64, rpm_limit: Option<u32>) -> f64 {
+/// Share of a provider account's rate limit for `model` in use, as far as
+/// this isolate knows (0 when unknown): the model's latest reading, or the
+/// provider's own request count against `rpm_limit`, whichever is larger.
+pub fn capacity_used(provider: &str, model: &str, now_ms: u64, rpm_limit: Option<u32>) -> f64 {
     CAPACITY.with(|c| {
-        c.borrow_mut()
+        let mut c = c.borrow_mut();
+        let reading = c
+            .get_mut(&format!("{provider}/{model}"))
+            .map_or(0.0, |l| l.used(now_ms, None));
+        let own = c
             .get_mut(provider)
-            .map_or(0.0, |l| l.used(now_ms, rpm_limit))
+            .map_or(0.0, |l| l.used(now_ms, rpm_limit));
+        reading.max(own)
     })
 }

@@ -622,14 +622,20 @@ fn prefer_unsaturated_links(
         return links;
     }
     let now = now_ms();
-    let providers: Vec<&str> = links.iter().map(|l| l.provider.as_str()).collect();
-    let mut used_of = |p: &str| {
-        let rpm = config.providers.get(p).and_then(|c| c.rpm_limit);
-        circuits::capacity_used(p, now, rpm)
-    };
+    let labels: Vec<String> = links
+        .iter()
+        .map(|l| format!("{}/{}", l.provider, l.model))
+        .collect();
+    let used: Vec<f64> = links
+        .iter()
+        .map(|l| {
+            let rpm = config.providers.get(&l.provider).and_then(|c| c.rpm_limit);
+            circuits::capacity_used(&l.provider, &l.model, now, rpm)
+        })
+        .collect();
     let (order, why) = crate::capacity::prefer_unsaturated(
-        &providers,
-        &mut used_of,
+        &labels,
+        &used,
         f64::from(config.resilience.capacity_threshold_pct) / 100.0,
     );
     let Some(why) = why else {
@@ -1238,7 +1244,7 @@ async fn http_attempt(
         Ok(r) => r,
         Err(e) => return Err((failure_of(&e), e)),
     };
-    circuits::observe_capacity(&call.provider, resp.headers(), now_ms());
+    circuits::observe_capacity(&call.provider, &call.model, resp.headers(), now_ms());
     let status = resp.status_code();
     if !(200..300).contains(&status) {
         let (retry_after, retry_after_ms) = retry_after(&resp);

@@ -256,7 +256,7 @@ describe('provider capacity', () => {
     for (const m of Object.values(stack.mocks)) m.reset();
     const { response } = await ask();
     assert.deepEqual(upstream(), ['groq/cap'], 'openai is near its limit: groq first');
-    assert.equal(response.headers.get('x-tollgate-route-decision'), 'capacity:saturated openai=95%');
+    assert.equal(response.headers.get('x-tollgate-route-decision'), 'capacity:saturated openai/cap=95%');
     // After the reset the reading no longer counts.
     await new Promise((r) => setTimeout(r, 2100));
     for (const m of Object.values(stack.mocks)) m.reset();
