@@ -1134,6 +1134,41 @@ mod tests {
         assert!(err[0].contains("scheme"));
     }
 
+    #[test]
+    fn workers_ai_binding_providers() {
+        let c = GatewayConfig::from_json(json!({"providers": {
+            "cf": {"kind": "workers-ai-binding", "models": ["@cf/meta/llama-3.3-70b-instruct-fp8-fast"]},
+            "cf-eu": {"kind": "workers-ai-binding", "binding": "AI_EU"}
+        }}))
+        .unwrap();
+        let cf = &c.providers["cf"];
+        assert_eq!(cf.resolved_kind("cf"), Some(ResolvedKind::WorkersAiBinding));
+        assert_eq!(cf.binding_name(), "AI");
+        assert_eq!(c.providers["cf-eu"].binding_name(), "AI_EU");
+        assert_eq!((cf.base_url("cf"), cf.secret_name("cf")), (None, None));
+        // Same models, same prices as the REST endpoint.
+        assert_eq!(cf.price_kind("cf"), "workers-ai");
+        assert_eq!(c.providers["cf-eu"].price_kind("cf-eu"), "workers-ai");
+        let err = GatewayConfig::from_json(json!({"providers": {
+            "a": {"kind": "workers-ai-binding", "base_url": "https://api.cloudflare.com/x"},
+            "b": {"kind": "workers-ai-binding", "api_key_secret": "CF_TOKEN"},
+            "c": {"kind": "openai", "binding": "AI"},
+            "d": {"kind": "workers-ai-binding", "binding": "1AI"},
+            "e": {"kind": "workers-ai-binding", "binding": "A-I"}
+        }}))
+        .unwrap_err()
+        .join("\n");
+        for needle in [
+            "providers.a: workers-ai-binding calls the Worker's AI binding",
+            "providers.b: workers-ai-binding",
+            "providers.c.binding: only workers-ai-binding takes a binding",
+            "providers.d.binding: '1AI' is not a binding name",
+            "providers.e.binding: 'A-I' is not a binding name",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in\n{err}");
+        }
+    }
+
     fn with_routes(routes: serde_json::Value) -> Result<GatewayConfig, Vec<String>> {
         GatewayConfig::from_json(json!({
             "providers": {"openai": {}, "groq": {}, "demo": {"kind": "demo"}},

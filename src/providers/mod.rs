@@ -1224,6 +1224,85 @@ mod tests {
     }
 
     #[test]
+    fn workers_ai_binding_plan_needs_no_key_and_streams_through_the_pipeline() {
+        let c = GatewayConfig::from_json(json!({"providers": {
+            "cf": {"kind": "workers-ai-binding", "binding": "AI_EU"}
+        }}))
+        .unwrap();
+        let body = json!({"model": "x", "stream": true, "max_tokens": 9, "stop": "END",
+                          "messages": [{"role": "user", "content": "hi"}]})
+        .as_object()
+        .unwrap()
+        .clone();
+        let no_secrets = |_: &str| None;
+        let Plan::Binding(call) = plan(
+            &c,
+            &target("cf", "@cf/meta/llama-3.3-70b-instruct-fp8-fast"),
+            Endpoint::ChatCompletions,
+            body,
+            true,
+            no_secrets,
+            0,
+        )
+        .unwrap() else {
+            panic!("expected a binding call")
+        };
+        assert_eq!(
+            (call.binding.as_str(), call.model.as_str(), call.stream),
+            ("AI_EU", "@cf/meta/llama-3.3-70b-instruct-fp8-fast", true)
+        );
+        assert!(call.strip_usage_chunk);
+        assert_eq!(
+            call.inputs,
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 9, "stream": true})
+        );
+        assert_eq!(call.context.stop, vec!["END"]);
+        let mut p = StreamPipeline::for_binding(&call, "chatcmpl-1", 1);
+        let sse = include_str!("../../tests/fixtures/workers-ai/stream.text.sse");
+        let mut out = Vec::new();
+        for chunk in sse.as_bytes().chunks(3) {
+            out.extend(p.push(chunk).unwrap());
+        }
+        out.extend(p.end().unwrap());
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+        assert_eq!(content_of(&out), "Hello! How can I help?");
+        assert!(!out.contains("\"usage\":{"), "usage chunk stripped: {out}");
+        let summary = p.finish(false);
+        assert_eq!(summary.end, crate::usage::StreamEnd::Completed);
+        assert_eq!(summary.usage.map(|u| u.total_tokens), Some(763));
+
+        let body = json!({"model": "x", "input": ["a", "b"], "encoding_format": "base64"})
+            .as_object()
+            .unwrap()
+            .clone();
+        let Plan::Binding(call) = plan(
+            &c,
+            &target("cf", "@cf/baai/bge-small-en-v1.5"),
+            Endpoint::Embeddings,
+            body,
+            false,
+            no_secrets,
+            0,
+        )
+        .unwrap() else {
+            panic!("expected a binding call")
+        };
+        assert_eq!(call.inputs, json!({"text": ["a", "b"]}));
+        assert!(call.base64_embeddings && !call.stream);
+        let (bytes, v) = translate_binding_response(
+            &call,
+            Endpoint::Embeddings,
+            br#"{"shape":[2,2],"data":[[1,0],[0,1]],"pooling":"mean"}"#,
+            "chatcmpl-1",
+            1,
+        )
+        .unwrap();
+        assert_eq!(v["data"][1]["embedding"], "AAAAAAAAgD8=");
+        assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), v);
+    }
+
+    #[test]
     fn demo_plan() {
         let body = json!({"stream_options":{"include_usage":true}})
             .as_object()
