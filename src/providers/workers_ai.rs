@@ -2938,6 +2938,23 @@ mod tests {
     }
 
     #[test]
+    fn binding_models_are_priced_from_the_workers_ai_table() {
+        let t = crate::pricing::builtin().unwrap();
+        for model in [
+            "@cf/meta/llama-3.3-70b-instruct-fp8-fast",
+            "@cf/baai/bge-small-en-v1.5",
+        ] {
+            assert!(
+                matches!(
+                    t.lookup("workers-ai", model),
+                    crate::pricing::Priced::Price(_)
+                ),
+                "{model}"
+            );
+        }
+    }
+
+    #[test]
     fn object_as_sse_is_one_frame_and_done() {
         let sse = object_as_sse(b"{\"response\":\"a\\nb\"}\n");
         assert_eq!(sse, b"data: {\"response\":\"a\\nb\"}\n\ndata: [DONE]\n\n");
