@@ -517,9 +517,10 @@ impl ProviderConfig {
             .unwrap_or(crate::providers::workers_ai::DEFAULT_BINDING)
     }
 
-    /// The kind whose prices apply: the binding runs the same models at the
-    /// same prices as Workers AI's REST endpoint.
-    pub fn price_kind<'a>(&'a self, name: &'a str) -> &'a str {
+    /// The kind the data tables (`data/prices.json`, `data/capabilities.json`)
+    /// list this provider's models under: the binding runs the same models,
+    /// at the same prices, as Workers AI's REST endpoint.
+    pub fn table_kind<'a>(&'a self, name: &'a str) -> &'a str {
         match self.kind_name(name) {
             WORKERS_AI_BINDING_KIND => "workers-ai",
             kind => kind,
@@ -1147,8 +1148,8 @@ mod tests {
         assert_eq!(c.providers["cf-eu"].binding_name(), "AI_EU");
         assert_eq!((cf.base_url("cf"), cf.secret_name("cf")), (None, None));
         // Same models, same prices as the REST endpoint.
-        assert_eq!(cf.price_kind("cf"), "workers-ai");
-        assert_eq!(c.providers["cf-eu"].price_kind("cf-eu"), "workers-ai");
+        assert_eq!(cf.table_kind("cf"), "workers-ai");
+        assert_eq!(c.providers["cf-eu"].table_kind("cf-eu"), "workers-ai");
         let err = GatewayConfig::from_json(json!({"providers": {
             "a": {"kind": "workers-ai-binding", "base_url": "https://api.cloudflare.com/x"},
             "b": {"kind": "workers-ai-binding", "api_key_secret": "CF_TOKEN"},
