@@ -1476,7 +1476,8 @@ async fn binding_attempt(
             }
             Some(Ok(first)) => first,
         };
-        let answer = stream_answer(first, started, t.idle_ms, Some(controller))
+        let encoder = stream_encoder(row, false);
+        let answer = stream_answer(first, started, t.idle_ms, Some(controller), encoder)
             .map_err(|e| (Failure::BadResponse, e))?;
         return Ok((answer, 200));
     }
@@ -1492,6 +1493,7 @@ async fn binding_attempt(
     let copy = keep_body
         .filter(|max| body.len() <= *max)
         .map(|_| body.clone());
+    let body = client_body(row, body, &value, None);
     let out =
         Response::from_bytes(body).map_err(|_| (Failure::BadResponse, GatewayError::Internal))?;
     let upstream_ms = now_ms().saturating_sub(attempt_started);

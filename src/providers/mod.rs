@@ -414,7 +414,9 @@ fn plan_workers_ai_binding(
     stream: bool,
 ) -> Result<Plan, GatewayError> {
     let (inputs, context) = match endpoint {
-        Endpoint::ChatCompletions => workers_ai::to_wire(&ChatRequest::from_body(body)?, stream)?,
+        Endpoint::ChatCompletions | Endpoint::Messages => {
+            workers_ai::to_wire(&ChatRequest::from_body(body)?, stream)?
+        }
         Endpoint::Embeddings => (
             workers_ai::embeddings_to_wire(body)?,
             workers_ai::RunContext::default(),
@@ -526,13 +528,9 @@ pub fn translate_binding_response(
         provider: call.provider.clone(),
     };
     let value = match endpoint {
-        Endpoint::ChatCompletions => serde_json::to_value(workers_ai::from_wire(
-            body,
-            id,
-            created,
-            &call.model,
-            &call.context,
-        )?)
+        Endpoint::ChatCompletions | Endpoint::Messages => serde_json::to_value(
+            workers_ai::from_wire(body, id, created, &call.model, &call.context)?,
+        )
         .map_err(|_| invalid())?,
         Endpoint::Embeddings => {
             workers_ai::embeddings_from_wire(body, &call.model, call.base64_embeddings)?
@@ -770,6 +768,7 @@ impl StreamPipeline {
             }),
             // No provider key exists to scrub: the binding carries none.
             observer: ChatStreamObserver::new(call.strip_usage_chunk, None),
+            native: false,
         }
     }
 

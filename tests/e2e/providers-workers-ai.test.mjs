@@ -10,6 +10,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 
 import { readSse, startStack } from './harness.mjs';
@@ -345,6 +346,21 @@ describe('errors, timeouts and fallback', () => {
     assert.equal(cfg.json.providers.wai.binding_state, 'set');
     assert.equal(cfg.json.providers.wai.api_key, 'not_required');
     assert.equal(cfg.json.providers['wai-missing'].binding_state, 'missing');
+  });
+});
+
+describe('/v1/messages through the binding', () => {
+  test('an Anthropic SDK client gets Anthropic messages and events from a Workers AI model', async () => {
+    const anthropic = new Anthropic({ apiKey: key.key, baseURL: stack.url, maxRetries: 0 });
+    const msg = await anthropic.messages.create({ model: `wai/${LLAMA}`, max_tokens: 64, messages: [{ role: 'user', content: 'hello claude client' }] });
+    assert.equal(msg.type, 'message');
+    assert.equal(msg.content[0].text, 'mock(wai) reply to: hello claude client');
+    assert.equal(msg.stop_reason, 'end_turn');
+    assert.equal(msg.usage.output_tokens, last().response.usage.completion_tokens);
+    assert.deepEqual(last().json, { messages: [{ role: 'user', content: 'hello claude client' }], max_tokens: 64 });
+    const stream = anthropic.messages.stream({ model: `wai/${LLAMA}`, max_tokens: 64, messages: [{ role: 'user', content: 'stream to claude' }] });
+    const final = await stream.finalMessage();
+    assert.equal(final.content[0].text, 'mock(wai) reply to: stream to claude');
   });
 });
 
