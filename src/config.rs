@@ -391,6 +391,10 @@ pub struct ProviderConfig {
     /// rate-limit headers are read too).
     #[serde(default)]
     pub rpm_limit: Option<u32>,
+    /// `workers-ai-binding` only: the Workers AI binding to call (default
+    /// `AI`, as in `[ai] binding = "AI"`).
+    #[serde(default)]
+    pub binding: Option<String>,
 }
 
 /// Request limits.
@@ -425,6 +429,8 @@ pub const GEMINI_KIND: &str = "gemini";
 pub const AZURE_KIND: &str = "azure";
 pub const COHERE_KIND: &str = "cohere";
 pub const BEDROCK_KIND: &str = "bedrock";
+/// Workers AI through the in-Worker `AI` binding (no HTTP, no key).
+pub const WORKERS_AI_BINDING_KIND: &str = "workers-ai-binding";
 /// Azure OpenAI `api-version` used when a provider sets none.
 pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
 
@@ -439,6 +445,8 @@ pub enum ResolvedKind {
     Cohere,
     /// Amazon Bedrock Converse, SigV4-signed with AWS credentials.
     Bedrock,
+    /// Workers AI's `run()` through a binding of the Worker.
+    WorkersAiBinding,
     Demo,
 }
 
@@ -455,6 +463,7 @@ impl ProviderConfig {
             AZURE_KIND => Some(ResolvedKind::Azure),
             COHERE_KIND => Some(ResolvedKind::Cohere),
             BEDROCK_KIND => Some(ResolvedKind::Bedrock),
+            WORKERS_AI_BINDING_KIND => Some(ResolvedKind::WorkersAiBinding),
             kind => openai_compat::row(kind).map(ResolvedKind::Compat),
         }
     }
@@ -476,13 +485,15 @@ impl ProviderConfig {
                 .as_deref()
                 .map(crate::providers::bedrock::default_base_url),
             // Azure has no default: every resource has its own host.
-            (ResolvedKind::Azure | ResolvedKind::Demo, None) => None,
+            (ResolvedKind::Azure | ResolvedKind::Demo | ResolvedKind::WorkersAiBinding, None) => {
+                None
+            }
         }
     }
 
     pub fn secret_name(&self, name: &str) -> Option<String> {
         let default = match self.resolved_kind(name)? {
-            ResolvedKind::Demo => return None,
+            ResolvedKind::Demo | ResolvedKind::WorkersAiBinding => return None,
             ResolvedKind::Compat(row) => row.default_secret,
             ResolvedKind::Anthropic => "ANTHROPIC_API_KEY",
             ResolvedKind::Gemini => "GEMINI_API_KEY",
@@ -497,6 +508,23 @@ impl ProviderConfig {
                 .clone()
                 .unwrap_or_else(|| default.to_owned()),
         )
+    }
+
+    /// The Workers AI binding a `workers-ai-binding` provider calls.
+    pub fn binding_name(&self) -> &str {
+        self.binding
+            .as_deref()
+            .unwrap_or(crate::providers::workers_ai::DEFAULT_BINDING)
+    }
+
+    /// The kind the data tables (`data/prices.json`, `data/capabilities.json`)
+    /// list this provider's models under: the binding runs the same models,
+    /// at the same prices, as Workers AI's REST endpoint.
+    pub fn table_kind<'a>(&'a self, name: &'a str) -> &'a str {
+        match self.kind_name(name) {
+            WORKERS_AI_BINDING_KIND => "workers-ai",
+            kind => kind,
+        }
     }
 }
 
@@ -563,7 +591,7 @@ impl GatewayConfig {
             }
             let Some(kind) = p.resolved_kind(name) else {
                 errors.push(format!(
-                    "providers.{name}: unknown kind '{}' (known: {}, {ANTHROPIC_KIND}, {GEMINI_KIND}, {AZURE_KIND}, {COHERE_KIND}, {BEDROCK_KIND}, {DEMO_KIND})",
+                    "providers.{name}: unknown kind '{}' (known: {}, {ANTHROPIC_KIND}, {GEMINI_KIND}, {AZURE_KIND}, {COHERE_KIND}, {BEDROCK_KIND}, {WORKERS_AI_BINDING_KIND}, {DEMO_KIND})",
                     p.kind_name(name),
                     openai_compat::ROWS
                         .iter()
@@ -629,6 +657,7 @@ impl GatewayConfig {
                     "providers.{name}: the demo provider takes neither base_url nor api_key_secret"
                 ));
             }
+            errors.extend(validate_binding(name, p, kind));
             if let Some(secret) = &p.api_key_secret {
                 if secret.is_empty()
                     || !secret
@@ -928,6 +957,37 @@ impl GatewayConfig {
     }
 }
 
+/// `binding` belongs to `workers-ai-binding` only, which in turn has no URL
+/// or key: the binding is the whole connection.
+fn validate_binding(name: &str, p: &ProviderConfig, kind: ResolvedKind) -> Vec<String> {
+    let mut errors = Vec::new();
+    match (&p.binding, kind) {
+        (Some(_), k) if k != ResolvedKind::WorkersAiBinding => errors.push(format!(
+            "providers.{name}.binding: only {WORKERS_AI_BINDING_KIND} takes a binding"
+        )),
+        (Some(b), _)
+            if b.is_empty()
+                || b.len() > 64
+                || b.starts_with(|c: char| c.is_ascii_digit())
+                || !b.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') =>
+        {
+            errors.push(format!(
+                "providers.{name}.binding: '{b}' is not a binding name (A-Z, a-z, 0-9, '_')"
+            ));
+        }
+        _ => {}
+    }
+    if kind == ResolvedKind::WorkersAiBinding
+        && (p.base_url.is_some() || p.api_key_secret.is_some())
+    {
+        errors.push(format!(
+            "providers.{name}: {WORKERS_AI_BINDING_KIND} calls the Worker's AI binding and takes \
+             neither base_url nor api_key_secret (for the REST endpoint use kind workers-ai)"
+        ));
+    }
+    errors
+}
+
 fn validate_resilience(r: &Resilience) -> Vec<String> {
     let mut errors = Vec::new();
     let ranges: [(&str, u64, u64, u64); 11] = [
@@ -1073,6 +1133,41 @@ mod tests {
         )
         .unwrap_err();
         assert!(err[0].contains("scheme"));
+    }
+
+    #[test]
+    fn workers_ai_binding_providers() {
+        let c = GatewayConfig::from_json(json!({"providers": {
+            "cf": {"kind": "workers-ai-binding", "models": ["@cf/meta/llama-3.3-70b-instruct-fp8-fast"]},
+            "cf-eu": {"kind": "workers-ai-binding", "binding": "AI_EU"}
+        }}))
+        .unwrap();
+        let cf = &c.providers["cf"];
+        assert_eq!(cf.resolved_kind("cf"), Some(ResolvedKind::WorkersAiBinding));
+        assert_eq!(cf.binding_name(), "AI");
+        assert_eq!(c.providers["cf-eu"].binding_name(), "AI_EU");
+        assert_eq!((cf.base_url("cf"), cf.secret_name("cf")), (None, None));
+        // Same models, same prices as the REST endpoint.
+        assert_eq!(cf.table_kind("cf"), "workers-ai");
+        assert_eq!(c.providers["cf-eu"].table_kind("cf-eu"), "workers-ai");
+        let err = GatewayConfig::from_json(json!({"providers": {
+            "a": {"kind": "workers-ai-binding", "base_url": "https://api.cloudflare.com/x"},
+            "b": {"kind": "workers-ai-binding", "api_key_secret": "CF_TOKEN"},
+            "c": {"kind": "openai", "binding": "AI"},
+            "d": {"kind": "workers-ai-binding", "binding": "1AI"},
+            "e": {"kind": "workers-ai-binding", "binding": "A-I"}
+        }}))
+        .unwrap_err()
+        .join("\n");
+        for needle in [
+            "providers.a: workers-ai-binding calls the Worker's AI binding",
+            "providers.b: workers-ai-binding",
+            "providers.c.binding: only workers-ai-binding takes a binding",
+            "providers.d.binding: '1AI' is not a binding name",
+            "providers.e.binding: 'A-I' is not a binding name",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in\n{err}");
+        }
     }
 
     fn with_routes(routes: serde_json::Value) -> Result<GatewayConfig, Vec<String>> {

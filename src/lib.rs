@@ -32,6 +32,8 @@ pub mod usage;
 pub mod walker;
 
 #[cfg(target_arch = "wasm32")]
+mod ai_binding;
+#[cfg(target_arch = "wasm32")]
 mod budget_do;
 #[cfg(target_arch = "wasm32")]
 mod circuit_do;

@@ -410,7 +410,7 @@ fn cheapest_capable(
         let kind = config
             .providers
             .get(&link.provider)
-            .map_or(link.provider.as_str(), |p| p.kind_name(&link.provider));
+            .map_or(link.provider.as_str(), |p| p.table_kind(&link.provider));
         let caps = crate::capabilities::lookup(&config.capabilities, kind, &link.model);
         let unmet = needs.unmet(caps);
         if !unmet.is_empty() {

@@ -633,20 +633,28 @@ fn effective_config(env: &Env) -> Result<Response, GatewayError> {
             let kind = p.kind_name(name).to_owned();
             let secret_name = p.secret_name(name);
             let key_state = match (&secret_name, p.resolved_kind(name)) {
-                (_, Some(ResolvedKind::Demo)) => "not_required",
+                (_, Some(ResolvedKind::Demo | ResolvedKind::WorkersAiBinding)) => "not_required",
                 (Some(s), _) if secret(env, s).is_some() => "set",
                 _ => "missing",
             };
-            (
-                name.clone(),
-                json!({
-                    "kind": kind,
-                    "base_url": p.base_url(name),
-                    "api_key_secret": secret_name,
-                    "api_key": key_state,
-                    "models": p.models,
-                }),
-            )
+            let mut entry = json!({
+                "kind": kind,
+                "base_url": p.base_url(name),
+                "api_key_secret": secret_name,
+                "api_key": key_state,
+                "models": p.models,
+            });
+            if let (Some(ResolvedKind::WorkersAiBinding), Some(o)) =
+                (p.resolved_kind(name), entry.as_object_mut())
+            {
+                let present = crate::ai_binding::present(env, p.binding_name());
+                o.insert("binding".to_owned(), json!(p.binding_name()));
+                o.insert(
+                    "binding_state".to_owned(),
+                    json!(if present { "set" } else { "missing" }),
+                );
+            }
+            (name.clone(), entry)
         })
         .collect();
     json_response(

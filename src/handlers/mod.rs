@@ -55,7 +55,7 @@ pub fn lookup_price(
     let kind = config
         .providers
         .get(provider)
-        .map_or(provider, |p| p.kind_name(provider));
+        .map_or(provider, |p| p.table_kind(provider));
     match table.lookup(kind, model) {
         crate::pricing::Priced::Price(p) => Some((p, "priced")),
         crate::pricing::Priced::Default(p) => Some((p, "default")),

@@ -27,6 +27,7 @@ use crate::ledger::{AttemptRow, Endpoint, Outcome, RequestRow};
 use crate::messages::StreamEncoder;
 use crate::providers::{self, Wire};
 use crate::providers::{demo, map_error, plan, translate_response, HttpCall, Plan, StreamPipeline};
+use crate::providers::{translate_binding_response, workers_ai, BindingCall};
 use crate::request::{
     check_json_safety, parse_chat, parse_embeddings, parse_json_object, parse_metadata,
 };
@@ -988,6 +989,28 @@ async fn walk(
                     }
                     Err(e) => return Err(e),
                 };
+                if let Plan::Binding(call) = &planned {
+                    if !crate::ai_binding::present(env, &call.binding) {
+                        walker.skipped(&Failure::Skipped("no_binding"));
+                        last_error = Some(GatewayError::Upstream {
+                            provider: call.provider.clone(),
+                            status: 503,
+                            message: format!(
+                                "Provider '{}' calls the Workers AI binding '{}', which this deployment does not have.",
+                                call.provider, call.binding
+                            ),
+                            code: "provider_not_configured",
+                            retry_after: None,
+                        });
+                        continue;
+                    }
+                }
+                let limits = Timeouts {
+                    ttfb_ms,
+                    total_ms,
+                    idle_ms: link.idle_ms,
+                    max_body: config.limits.max_upstream_body_bytes,
+                };
                 let attempt_started = now_ms();
                 let result = match planned {
                     Plan::Demo {
@@ -1007,12 +1030,6 @@ async fn walk(
                     .await
                     .map_err(|e| (Failure::BadResponse, e)),
                     Plan::Http(mut call) => {
-                        let limits = Timeouts {
-                            ttfb_ms,
-                            total_ms,
-                            idle_ms: link.idle_ms,
-                            max_body: config.limits.max_upstream_body_bytes,
-                        };
                         // Messages to an Anthropic provider: the client's own body
                         // (unless the link rewrites parameters, which are canonical).
                         let pass_through = match native {
@@ -1032,6 +1049,9 @@ async fn walk(
                             row,
                         )
                         .await
+                    }
+                    Plan::Binding(call) => {
+                        binding_attempt(env, call, endpoint, &limits, started, keep_body, row).await
                     }
                 };
                 let latency_ms = now_ms().saturating_sub(attempt_started);
@@ -1380,6 +1400,116 @@ async fn http_attempt(
         Some(upstream_ms),
     );
     Ok((Answer::Complete(resp, copy), status))
+}
+
+/// One Workers AI binding attempt, under the same timeouts as HTTP: the
+/// `run()` call within the TTFB limit (a non-streamed answer arrives whole,
+/// so also within the total limit), a stream's first frame within what is
+/// left of it. A timeout aborts the call.
+async fn binding_attempt(
+    env: &Env,
+    call: BindingCall,
+    endpoint: Endpoint,
+    t: &Timeouts,
+    started: u64,
+    keep_body: Option<usize>,
+    row: &mut RequestRow,
+) -> Result<(Answer, u16), (Failure, GatewayError)> {
+    let controller = AbortController::default();
+    let attempt_started = now_ms();
+    let (limit, kind) = if call.stream || t.ttfb_ms <= t.total_ms {
+        (t.ttfb_ms, TimeoutKind::Ttfb)
+    } else {
+        (t.total_ms, TimeoutKind::Total)
+    };
+    let timeout = |kind: TimeoutKind| GatewayError::UpstreamTimeout {
+        provider: call.provider.clone(),
+        kind: kind.as_str(),
+    };
+    let invalid = || GatewayError::UpstreamInvalidResponse {
+        provider: call.provider.clone(),
+    };
+    let signal = controller.signal();
+    let output = match within(limit, crate::ai_binding::run(env, &call, &signal)).await {
+        None => {
+            controller.abort();
+            return Err((Failure::Timeout(kind), timeout(kind)));
+        }
+        Some(Err(message)) => {
+            let f = workers_ai::map_error(&call.provider, &message, now_ms());
+            let failure = Failure::Status {
+                status: f.status,
+                retry_after_ms: f.retry_after_ms,
+            };
+            return Err((failure, f.error));
+        }
+        Some(Ok(o)) => o,
+    };
+    let id = completion_id(&row.request_id);
+    if call.stream {
+        let source: ByteSource = match output {
+            crate::ai_binding::RunOutput::Stream(s) => s,
+            // A model that cannot stream answered whole: serve it as a stream.
+            crate::ai_binding::RunOutput::Json(body) => Box::pin(futures::stream::iter([Ok(
+                workers_ai::object_as_sse(&body),
+            )])),
+        };
+        let pipeline = StreamPipeline::for_binding(&call, &id, started / 1000);
+        let pipeline = match keep_body {
+            Some(max) => pipeline.with_accumulator(max),
+            None => pipeline,
+        };
+        let remaining = t
+            .ttfb_ms
+            .saturating_sub(now_ms().saturating_sub(attempt_started))
+            .max(1);
+        let first = match within(
+            remaining,
+            upstream::first_output(source, pipeline, &call.provider),
+        )
+        .await
+        {
+            None => {
+                controller.abort();
+                return Err((
+                    Failure::Timeout(TimeoutKind::Ttfb),
+                    timeout(TimeoutKind::Ttfb),
+                ));
+            }
+            Some(Err(e)) => {
+                controller.abort();
+                return Err((failure_of(&e), e));
+            }
+            Some(Ok(first)) => first,
+        };
+        let encoder = stream_encoder(row, false);
+        let answer = stream_answer(first, started, t.idle_ms, Some(controller), encoder)
+            .map_err(|e| (Failure::BadResponse, e))?;
+        return Ok((answer, 200));
+    }
+    let crate::ai_binding::RunOutput::Json(body) = output else {
+        return Err((Failure::BadResponse, invalid()));
+    };
+    if body.len() as u64 > t.max_body {
+        return Err((Failure::BadResponse, invalid()));
+    }
+    let (body, value) = translate_binding_response(&call, endpoint, &body, &id, started / 1000)
+        .map_err(|e| (Failure::BadResponse, e))?;
+    row.usage = usage_from_response(&value);
+    let copy = keep_body
+        .filter(|max| body.len() <= *max)
+        .map(|_| body.clone());
+    let body = client_body(row, body, &value, None);
+    let out =
+        Response::from_bytes(body).map_err(|_| (Failure::BadResponse, GatewayError::Internal))?;
+    let upstream_ms = now_ms().saturating_sub(attempt_started);
+    let resp = with_timing(
+        out,
+        content_headers("application/json"),
+        started,
+        Some(upstream_ms),
+    );
+    Ok((Answer::Complete(resp, copy), 200))
 }
 
 /// The `chatcmpl-…` id the gateway gives answers it builds itself.

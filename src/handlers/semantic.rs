@@ -118,6 +118,23 @@ pub async fn embed(
             let v = crate::providers::demo::embeddings(&body, &model).map_err(|e| gw(&e))?;
             return first_vector(v.pointer("/data/0/embedding"));
         }
+        // A `workers-ai-binding` provider as the embedder.
+        Plan::Binding(call) => {
+            let crate::ai_binding::RunOutput::Json(bytes) =
+                crate::ai_binding::run(env, &call, signal).await?
+            else {
+                return Err("the embedder answered with a stream".to_owned());
+            };
+            let (_, value) = crate::providers::translate_binding_response(
+                &call,
+                Endpoint::Embeddings,
+                &bytes,
+                "semantic",
+                0,
+            )
+            .map_err(|e| gw(&e))?;
+            return first_vector(value.pointer("/data/0/embedding"));
+        }
     };
     let mut resp = upstream::send(&call, signal).await.map_err(|e| gw(&e))?;
     if resp.status_code() != 200 {

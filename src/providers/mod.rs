@@ -11,6 +11,7 @@ pub mod cohere;
 pub mod demo;
 pub mod gemini;
 pub mod openai_compat;
+pub mod workers_ai;
 
 use serde_json::{Map, Value};
 
@@ -81,10 +82,30 @@ impl HttpCall {
     }
 }
 
+/// A call to Workers AI through the Worker's binding: `run(model, inputs)`.
+#[derive(Debug)]
+pub struct BindingCall {
+    pub provider: String,
+    /// The binding's name in the Worker's environment (e.g. `AI`).
+    pub binding: String,
+    /// The model id, `run()`'s first argument.
+    pub model: String,
+    /// `run()`'s second argument.
+    pub inputs: Value,
+    pub stream: bool,
+    /// Drop the usage-only chunk before the client sees it.
+    pub strip_usage_chunk: bool,
+    pub base64_embeddings: bool,
+    /// What translating the answer needs to know about the request.
+    pub context: workers_ai::RunContext,
+}
+
 /// How a request will be answered.
 #[derive(Debug)]
 pub enum Plan {
     Http(HttpCall),
+    /// Answered by a binding of the Worker (Workers AI), not over HTTP.
+    Binding(BindingCall),
     /// Answered inside the Worker by the demo provider.
     Demo {
         body: Map<String, Value>,
@@ -150,6 +171,9 @@ pub fn plan(
             stream,
         });
     }
+    if kind == ResolvedKind::WorkersAiBinding {
+        return plan_workers_ai_binding(provider_config, target, endpoint, &body, stream);
+    }
     if kind == ResolvedKind::Bedrock {
         return plan_bedrock(
             provider_config,
@@ -182,7 +206,9 @@ pub fn plan(
     let base64 = body.get("encoding_format").and_then(Value::as_str) == Some("base64");
     let mut headers = Vec::new();
     let (wire, url, key, json) = match kind {
-        ResolvedKind::Demo | ResolvedKind::Bedrock => return Err(GatewayError::Internal),
+        ResolvedKind::Demo | ResolvedKind::Bedrock | ResolvedKind::WorkersAiBinding => {
+            return Err(GatewayError::Internal)
+        }
         ResolvedKind::Cohere => {
             let (url, json) = match endpoint {
                 Endpoint::ChatCompletions | Endpoint::Messages => {
@@ -379,6 +405,35 @@ fn plan_bedrock(
     }))
 }
 
+/// Workers AI through the binding: `run()`'s inputs for the endpoint.
+fn plan_workers_ai_binding(
+    provider_config: &crate::config::ProviderConfig,
+    target: &Target,
+    endpoint: Endpoint,
+    body: &Map<String, Value>,
+    stream: bool,
+) -> Result<Plan, GatewayError> {
+    let (inputs, context) = match endpoint {
+        Endpoint::ChatCompletions | Endpoint::Messages => {
+            workers_ai::to_wire(&ChatRequest::from_body(body)?, stream)?
+        }
+        Endpoint::Embeddings => (
+            workers_ai::embeddings_to_wire(body)?,
+            workers_ai::RunContext::default(),
+        ),
+    };
+    Ok(Plan::Binding(BindingCall {
+        provider: target.provider.clone(),
+        binding: provider_config.binding_name().to_owned(),
+        model: target.model.clone(),
+        inputs,
+        stream,
+        strip_usage_chunk: stream && !client_wants_usage(body),
+        base64_embeddings: body.get("encoding_format").and_then(Value::as_str) == Some("base64"),
+        context,
+    }))
+}
+
 /// Maps a provider's error answer for any wire, then scrubs the provider key
 /// from the message (translators mask key-shaped text; this removes the
 /// exact key and every 8-byte window of it too).
@@ -460,6 +515,31 @@ pub fn translate_response(
     Ok((bytes, value))
 }
 
+/// What `run()` resolved to, for a non-streamed request, in OpenAI's JSON
+/// shape.
+pub fn translate_binding_response(
+    call: &BindingCall,
+    endpoint: Endpoint,
+    body: &[u8],
+    id: &str,
+    created: u64,
+) -> Result<(Vec<u8>, Value), GatewayError> {
+    let invalid = || GatewayError::UpstreamInvalidResponse {
+        provider: call.provider.clone(),
+    };
+    let value = match endpoint {
+        Endpoint::ChatCompletions | Endpoint::Messages => serde_json::to_value(
+            workers_ai::from_wire(body, id, created, &call.model, &call.context)?,
+        )
+        .map_err(|_| invalid())?,
+        Endpoint::Embeddings => {
+            workers_ai::embeddings_from_wire(body, &call.model, call.base64_embeddings)?
+        }
+    };
+    let bytes = serde_json::to_vec(&value).map_err(|_| GatewayError::Internal)?;
+    Ok((bytes, value))
+}
+
 /// Provider SSE → OpenAI SSE, for providers with their own stream format.
 enum Transcoder {
     Anthropic {
@@ -479,6 +559,11 @@ enum Transcoder {
     Bedrock {
         decoder: bedrock::EventStreamDecoder,
         state: bedrock::StreamState,
+        done_sent: bool,
+    },
+    WorkersAi {
+        decoder: SseDecoder,
+        state: workers_ai::StreamState,
         done_sent: bool,
     },
 }
@@ -566,6 +651,22 @@ impl Transcoder {
                 // Corrupt framing: an error event; the observer ends the stream.
                 Err(e) => encode_error(&e, &mut out),
             },
+            Self::WorkersAi {
+                decoder,
+                state,
+                done_sent,
+            } => {
+                for frame in decoder.push(bytes)? {
+                    match state.on_frame(&frame) {
+                        Ok(chunks) => encode_chunks(&chunks, &mut out),
+                        Err(e) => encode_error(&e, &mut out),
+                    }
+                    if state.finished() && !*done_sent {
+                        *done_sent = true;
+                        out.extend_from_slice(DONE_FRAME.as_bytes());
+                    }
+                }
+            }
         }
         Ok(out)
     }
@@ -647,6 +748,26 @@ impl StreamPipeline {
         Self {
             transcoder,
             observer,
+            native: false,
+        }
+    }
+
+    /// For a Workers AI binding stream (SSE bytes from `run()`).
+    pub fn for_binding(call: &BindingCall, id: &str, created: u64) -> Self {
+        Self {
+            transcoder: Some(Transcoder::WorkersAi {
+                decoder: SseDecoder::new(DEFAULT_MAX_LINE_BYTES),
+                state: workers_ai::StreamState::new(
+                    id.to_owned(),
+                    created,
+                    call.model.clone(),
+                    call.context.clone(),
+                )
+                .with_provider(&call.provider),
+                done_sent: false,
+            }),
+            // No provider key exists to scrub: the binding carries none.
+            observer: ChatStreamObserver::new(call.strip_usage_chunk, None),
             native: false,
         }
     }
@@ -1099,6 +1220,85 @@ mod tests {
             "{}",
             e.to_body()
         );
+    }
+
+    #[test]
+    fn workers_ai_binding_plan_needs_no_key_and_streams_through_the_pipeline() {
+        let c = GatewayConfig::from_json(json!({"providers": {
+            "cf": {"kind": "workers-ai-binding", "binding": "AI_EU"}
+        }}))
+        .unwrap();
+        let body = json!({"model": "x", "stream": true, "max_tokens": 9, "stop": "END",
+                          "messages": [{"role": "user", "content": "hi"}]})
+        .as_object()
+        .unwrap()
+        .clone();
+        let no_secrets = |_: &str| None;
+        let Plan::Binding(call) = plan(
+            &c,
+            &target("cf", "@cf/meta/llama-3.3-70b-instruct-fp8-fast"),
+            Endpoint::ChatCompletions,
+            body,
+            true,
+            no_secrets,
+            0,
+        )
+        .unwrap() else {
+            panic!("expected a binding call")
+        };
+        assert_eq!(
+            (call.binding.as_str(), call.model.as_str(), call.stream),
+            ("AI_EU", "@cf/meta/llama-3.3-70b-instruct-fp8-fast", true)
+        );
+        assert!(call.strip_usage_chunk);
+        assert_eq!(
+            call.inputs,
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 9, "stream": true})
+        );
+        assert_eq!(call.context.stop, vec!["END"]);
+        let mut p = StreamPipeline::for_binding(&call, "chatcmpl-1", 1);
+        let sse = include_str!("../../tests/fixtures/workers-ai/stream.text.sse");
+        let mut out = Vec::new();
+        for chunk in sse.as_bytes().chunks(3) {
+            out.extend(p.push(chunk).unwrap());
+        }
+        out.extend(p.end().unwrap());
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+        assert_eq!(content_of(&out), "Hello! How can I help?");
+        assert!(!out.contains("\"usage\":{"), "usage chunk stripped: {out}");
+        let summary = p.finish(false);
+        assert_eq!(summary.end, crate::usage::StreamEnd::Completed);
+        assert_eq!(summary.usage.map(|u| u.total_tokens), Some(763));
+
+        let body = json!({"model": "x", "input": ["a", "b"], "encoding_format": "base64"})
+            .as_object()
+            .unwrap()
+            .clone();
+        let Plan::Binding(call) = plan(
+            &c,
+            &target("cf", "@cf/baai/bge-small-en-v1.5"),
+            Endpoint::Embeddings,
+            body,
+            false,
+            no_secrets,
+            0,
+        )
+        .unwrap() else {
+            panic!("expected a binding call")
+        };
+        assert_eq!(call.inputs, json!({"text": ["a", "b"]}));
+        assert!(call.base64_embeddings && !call.stream);
+        let (bytes, v) = translate_binding_response(
+            &call,
+            Endpoint::Embeddings,
+            br#"{"shape":[2,2],"data":[[1,0],[0,1]],"pooling":"mean"}"#,
+            "chatcmpl-1",
+            1,
+        )
+        .unwrap();
+        assert_eq!(v["data"][1]["embedding"], "AAAAAAAAgD8=");
+        assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), v);
     }
 
     #[test]

@@ -73,11 +73,35 @@ const BASE_PATHS = {
 const SECRET_NAMES = { azure: 'AZURE_OPENAI_API_KEY' };
 
 /** Which mock wire flavor speaks each provider kind. */
-const FLAVORS = { anthropic: 'anthropic', gemini: 'gemini', azure: 'azure', cohere: 'cohere', bedrock: 'bedrock' };
+const FLAVORS = { anthropic: 'anthropic', gemini: 'gemini', azure: 'azure', cohere: 'cohere', bedrock: 'bedrock', 'workers-ai-binding': 'workers-ai' };
+
+/** The MOCK of the Workers AI binding: a Worker whose `MockAi.run()` forwards to a `workers-ai` flavor mock. */
+const MOCK_AI_WORKER = path.join(ROOT, 'tests', 'mock', 'workers-ai-binding', 'index.mjs');
+
+/**
+ * Wires a `workers-ai-binding` provider: a service binding (named like the
+ * real `[ai]` binding) from the gateway to a mock Worker's `MockAi`
+ * entrypoint, whose config is returned for `wrangler dev -c … -c …`.
+ */
+function wireAiBinding(toml, dir, n, binding, mock, apiKey) {
+  const service = `tollgate-mock-ai-${n}`;
+  const mockDir = path.join(dir, service);
+  fs.mkdirSync(mockDir);
+  const config = {
+    name: service,
+    main: MOCK_AI_WORKER,
+    compatibility_date: toml.compatibility_date,
+    vars: { MOCK_URL: mock.url, ACCOUNT_ID: 'mock-account', API_TOKEN: apiKey ?? 'unused' },
+  };
+  const configPath = path.join(mockDir, 'wrangler.json');
+  fs.writeFileSync(configPath, JSON.stringify(config, null, 2));
+  toml.services = [...(toml.services ?? []), { binding, service, entrypoint: 'MockAi' }];
+  return configPath;
+}
 
 /**
  * @param {object} [opts]
- * @param {Record<string, {apiKey?: string|null, kind?: string, flavor?: string}>} [opts.providers] mock providers to start, by config name (kind defaults to the name; the mock's wire flavor follows the kind)
+ * @param {Record<string, {apiKey?: string|null, kind?: string, flavor?: string, binding?: string, wired?: boolean}>} [opts.providers] mock providers to start, by config name (kind defaults to the name; the mock's wire flavor follows the kind; kind `workers-ai-binding` gets its binding — `binding`, default AI — wired to the binding mock unless `wired: false`)
  * @param {Record<string, string|null>} [opts.secrets] extra .dev.vars entries (null removes a default such as ADMIN_TOKEN)
  * @param {(gateway: object) => void} [opts.editConfig] change the GATEWAY config before start
  * @param {(toml: object) => void} [opts.editWrangler] change the Worker's wrangler config (e.g. add a service binding)
@@ -97,8 +121,14 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
   toml.main = path.join(ROOT, toml.main);
   for (const db of toml.d1_databases) db.migrations_dir = path.join(ROOT, db.migrations_dir);
   const gateway = toml.vars.GATEWAY;
+  const extraConfigs = [];
   for (const [name, p] of Object.entries(providers)) {
     const kind = p.kind ?? name;
+    if (kind === 'workers-ai-binding') {
+      gateway.providers[name] = { kind, ...(p.binding ? { binding: p.binding } : {}) };
+      if (p.wired !== false) extraConfigs.push(wireAiBinding(toml, dir, extraConfigs.length, p.binding ?? 'AI', mocks[name], p.apiKey));
+      continue;
+    }
     gateway.providers[name] = { ...(gateway.providers[name] ?? {}), kind, base_url: mocks[name].url + (BASE_PATHS[kind] ?? '/v1') };
     if (kind === 'bedrock') gateway.providers[name].region = 'us-east-1';
   }
@@ -118,6 +148,7 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
   const vars = { ADMIN_TOKEN };
   for (const [name, p] of Object.entries(providers)) {
     const kind = p.kind ?? name;
+    if (kind === 'workers-ai-binding') continue; // no secret: the binding is the credential
     if (p.apiKey && kind === 'bedrock') {
       // SigV4 key pair, given as "ACCESS_KEY_ID:SECRET_ACCESS_KEY" (the mock accepts the same form).
       const [id, secret] = p.apiKey.split(':');
@@ -143,7 +174,7 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
     const inspectorPort = await freePort();
     const child = spawn(
       process.execPath,
-      [WRANGLER, 'dev', '-c', configPath, ...extraArgs, '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspectorPort), '--persist-to', persist, '--log-level', 'info', '--show-interactive-dev-session=false'],
+      [WRANGLER, 'dev', '-c', configPath, ...extraArgs, ...extraConfigs.flatMap((c) => ['-c', c]), '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspectorPort), '--persist-to', persist, '--log-level', 'info', '--show-interactive-dev-session=false'],
       { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
     );
     child.stdout.on('data', (d) => (logs += d));
