@@ -1,7 +1,15 @@
 //! `make bench-guardrails [CORPUS=path]`: precision and recall of every
 //! built-in detector over a labelled corpus (JSON lines: `{"text": …,
 //! "expect": {"email": ["a@b.io"], …}}`; a line with an empty `expect` is a
-//! negative), then the detection latency on a 4,000-token prompt.
+//! negative), then the detection latency on a 4,000-token prompt: each
+//! detector alone, the input guard (all 13 on redact) and the output guard on
+//! the same text streamed as 4-character deltas.
+//!
+//! Options (after the corpus path, or alone): `--only corpus|detectors|input|output`
+//! runs one part; `--runs N` sets the timed runs (input and detectors; the
+//! stream runs N/10). For instruction counts, which stay stable on a loaded
+//! machine, run a part under callgrind with N and with 0 runs and divide the
+//! difference by N (see README, Guardrails).
 #![allow(clippy::print_stdout)]
 
 use std::collections::BTreeMap;
@@ -22,11 +30,58 @@ struct Counts {
     misses: Vec<String>,
 }
 
+struct Options {
+    corpus: String,
+    only: Option<String>,
+    runs: usize,
+}
+
+fn options() -> Result<Options, String> {
+    let mut o = Options {
+        corpus: "tests/fixtures/guardrails/corpus.jsonl".to_owned(),
+        only: None,
+        runs: 200,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--only" => o.only = args.next(),
+            "--runs" => {
+                o.runs = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("--runs takes a number")?;
+            }
+            _ if a.starts_with("--") => return Err(format!("unknown option {a}")),
+            _ => o.corpus = a,
+        }
+    }
+    if let Some(only) = &o.only {
+        if !["corpus", "detectors", "input", "output"].contains(&only.as_str()) {
+            return Err(format!("--only {only}: corpus, detectors, input or output"));
+        }
+    }
+    Ok(o)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "tests/fixtures/guardrails/corpus.jsonl".to_owned());
-    let text = std::fs::read_to_string(&path)?;
+    let o = options()?;
+    let wants = |part: &str| o.only.as_deref().is_none_or(|p| p == part);
+    if wants("corpus") {
+        corpus(&o.corpus)?;
+    }
+    let prompt = prompt();
+    if wants("detectors") {
+        detectors(&prompt, o.runs);
+    }
+    if wants("input") || wants("output") {
+        latency(&prompt, o.runs, wants("input"), wants("output"))?;
+    }
+    Ok(())
+}
+
+fn corpus(path: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(path)?;
     let mut counts: BTreeMap<&'static str, Counts> = BTreeMap::new();
     let (mut lines, mut negatives) = (0, 0);
     for (n, line) in text
@@ -113,13 +168,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("  missed          {name}: {m}");
         }
     }
-    latency()?;
     Ok(())
 }
 
-/// Every built-in on redact, over a ~4,000-token prompt (16,000 bytes of
-/// prose with a few values of each kind), in and out.
-fn latency() -> Result<(), Box<dyn std::error::Error>> {
+/// A ~4,000-token prompt: 16,000 bytes of prose with a few values of each kind.
+fn prompt() -> String {
     let filler = "The quarterly report covers revenue, churn and the migration plan for the billing service; \
                   the team agreed to review the numbers on Thursday and to ship the fix after the freeze. ";
     let values = "Reach jane.doe@example.com or +44 20 7946 0958, card 4111 1111 1111 1111, \
@@ -132,6 +185,42 @@ fn latency() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     prompt.push_str(values);
+    prompt
+}
+
+/// Each built-in alone over the prompt (its own scan, no redaction).
+fn detectors(prompt: &str, runs: usize) {
+    println!(
+        "\neach detector alone on the {}-byte prompt (median of {runs} runs):",
+        prompt.len()
+    );
+    let mut spans = Vec::new();
+    for b in BUILTINS {
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            spans.clear();
+            let t = Instant::now();
+            b.find(std::hint::black_box(prompt), &mut spans);
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+            std::hint::black_box(&spans);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "  {:<12} {:>8.1} µs  {:>3} matches",
+            b.name(),
+            percentile(&times, 0.5),
+            spans.len()
+        );
+    }
+}
+
+/// Every built-in on redact, over the prompt, in and out.
+fn latency(
+    prompt: &str,
+    runs: usize,
+    input_part: bool,
+    output_part: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
     let input: serde_json::Map<String, Value> = BUILTINS
         .iter()
         .map(|b| (b.name().to_owned(), json!("redact")))
@@ -141,33 +230,43 @@ fn latency() -> Result<(), Box<dyn std::error::Error>> {
     }))?;
     let guard = Guard::compile(&policy)?.ok_or("no guard")?;
     let body = json!({"model": "m", "messages": [{"role": "user", "content": prompt}]});
-    let runs = 200;
-    let mut times = Vec::with_capacity(runs);
-    let mut outcome = None;
-    for _ in 0..runs {
+    // One untimed run: the output part needs its placeholders.
+    let outcome = guard
+        .check_input(
+            Endpoint::ChatCompletions,
+            &mut body.as_object().cloned().unwrap_or_default(),
+        )
+        .map_err(|r| r.error.message())?;
+    let input_runs = if input_part { runs } else { 0 };
+    let mut times = Vec::with_capacity(input_runs);
+    for _ in 0..input_runs {
         let mut b = body.as_object().cloned().unwrap_or_default();
         let t = Instant::now();
         let o = guard
             .check_input(Endpoint::ChatCompletions, &mut b)
             .map_err(|r| r.error.message())?;
         times.push(t.elapsed().as_secs_f64() * 1e6);
-        outcome = Some(o);
+        std::hint::black_box(o);
     }
     times.sort_by(f64::total_cmp);
-    let outcome = outcome.ok_or("no run")?;
     let redactions: u32 = outcome.events.iter().map(|e| e.count).sum();
-    println!(
+    if input_part {
+        println!(
         "\ninput guardrails, {} bytes (~{} tokens), all {} built-ins on redact, {redactions} redactions:",
         prompt.len(),
         prompt.len() / 4,
         BUILTINS.len()
     );
-    println!(
-        "  median {:.0} µs, p95 {:.0} µs, max {:.0} µs over {runs} runs",
-        percentile(&times, 0.5),
-        percentile(&times, 0.95),
-        times.last().copied().unwrap_or(0.0)
-    );
+        println!(
+            "  median {:.0} µs, p95 {:.0} µs, max {:.0} µs over {runs} runs",
+            percentile(&times, 0.5),
+            percentile(&times, 0.95),
+            times.last().copied().unwrap_or(0.0)
+        );
+    }
+    if !output_part {
+        return Ok(());
+    }
     // The same text streamed back as 4-byte deltas through the output guard.
     let output = guard.output(&outcome).ok_or("no output guard")?;
     let mut frames = String::new();
@@ -180,7 +279,7 @@ fn latency() -> Result<(), Box<dyn std::error::Error>> {
     }
     frames.push_str("data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n");
     let mut stream_times = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..runs / 10 {
         let mut g = SseGuard::new(output.clone());
         let t = Instant::now();
         let out = g.push(frames.as_bytes())?;

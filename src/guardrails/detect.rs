@@ -70,27 +70,49 @@ impl Builtin {
 
     /// Appends the byte ranges of every match in `text`.
     pub fn find(self, text: &str, out: &mut Vec<(usize, usize)>) {
+        self.find_with(text, first_digit(text), out);
+    }
+
+    /// [`Builtin::find`] with `text`'s [`first_digit`] already known.
+    pub fn find_with(self, text: &str, first_digit: Option<usize>, out: &mut Vec<(usize, usize)>) {
         let b = text.as_bytes();
+        // Where a scanner whose matches contain a digit may begin: at most
+        // `lead` bytes before the first digit ("+(", an IBAN's country code,
+        // "JG 1" of a spaced NINO). Starting there instead of at 0 changes
+        // nothing: before it each scanner would only step over non-starts.
+        let from = |lead: usize| first_digit.map(|d| d.saturating_sub(lead));
         match self {
             Self::Email => find_emails(b, out),
-            Self::Phone => find_phones(b, out),
-            Self::Card => find_cards(b, out),
-            Self::Iban => find_ibans(b, out),
-            Self::Ssn => find_ssns(b, out),
             Self::Ip => {
-                find_ipv4(b, out);
+                if let Some(f) = from(0) {
+                    find_ipv4(b, f, out);
+                }
                 find_ipv6(b, out);
             }
             Self::ApiKey => find_api_keys(b, out),
             Self::Jwt => find_jwts(b, out),
             Self::PrivateKey => find_private_keys(text, out),
-            Self::UkNino => find_uk_nino(b, out),
-            Self::CaSin => find_ca_sin(b, out),
-            Self::EsDni => find_es_dni(b, out),
-            Self::InAadhaar => find_aadhaar(b, out),
+            _ => {
+                let (lead, scanner): (usize, DigitScanner) = match self {
+                    Self::Phone => (2, find_phones),
+                    Self::Card => (0, find_cards),
+                    Self::Iban => (2, find_ibans),
+                    Self::Ssn => (0, find_ssns),
+                    Self::UkNino => (3, find_uk_nino),
+                    Self::CaSin => (0, find_ca_sin),
+                    Self::EsDni => (1, find_es_dni),
+                    _ => (0, find_aadhaar),
+                };
+                if let Some(f) = from(lead) {
+                    scanner(b, f, out);
+                }
+            }
         }
     }
 }
+
+/// A scanner whose matches all contain a digit: text, where to begin, matches.
+type DigitScanner = fn(&[u8], usize, &mut Vec<(usize, usize)>);
 
 /// A detector ready to scan: a built-in, an operator regex, or a word list.
 #[derive(Debug, Clone)]
@@ -103,8 +125,13 @@ pub enum Kind {
 
 impl Kind {
     pub fn find(&self, text: &str, out: &mut Vec<(usize, usize)>) {
+        self.find_with(text, first_digit(text), out);
+    }
+
+    /// [`Kind::find`] with `text`'s [`first_digit`] already known.
+    pub fn find_with(&self, text: &str, first_digit: Option<usize>, out: &mut Vec<(usize, usize)>) {
         match self {
-            Self::Builtin(b) => b.find(text, out),
+            Self::Builtin(b) => b.find_with(text, first_digit, out),
             Self::Regex(re) => {
                 out.extend(
                     re.find_iter(text)
@@ -127,6 +154,49 @@ fn before(b: &[u8], i: usize) -> u8 {
 
 fn is_alnum(c: u8) -> bool {
     c.is_ascii_alphanumeric()
+}
+
+/// The first index at or after `from` whose byte satisfies `can_start`, or
+/// `b.len()`. Every scanner jumps over the bytes that cannot begin one of its
+/// matches with this tight loop (prose is mostly such bytes) instead of
+/// running its full per-position checks on each; a scanner whose trigger
+/// bytes are absent ends after one pass.
+fn skip_to(b: &[u8], from: usize, can_start: impl Fn(u8) -> bool) -> usize {
+    b.get(from..)
+        .and_then(|rest| rest.iter().position(|c| can_start(*c)))
+        .map_or(b.len(), |p| from + p)
+}
+
+/// Positions from `from` on whose byte satisfies `can_start` (for scanners
+/// that try every position independently).
+fn starts<'a>(
+    b: &'a [u8],
+    from: usize,
+    can_start: impl Fn(u8) -> bool + 'a,
+) -> impl Iterator<Item = usize> + 'a {
+    b.iter()
+        .enumerate()
+        .skip(from)
+        .filter(move |(_, c)| can_start(**c))
+        .map(|(i, _)| i)
+}
+
+/// The index of the first ASCII digit of `text`: computed once per text and
+/// shared by the nine scanners whose matches all contain a digit, which then
+/// start just before it (or do nothing when there is none).
+pub fn first_digit(text: &str) -> Option<usize> {
+    text.bytes().position(|c| c.is_ascii_digit())
+}
+
+/// The ASCII digits of `run`, copied into `buf` (no allocation); `None` when
+/// there are more than `buf` holds.
+fn digits_of<'a>(run: &[u8], buf: &'a mut [u8]) -> Option<&'a [u8]> {
+    let mut n = 0;
+    for c in run.iter().filter(|c| c.is_ascii_digit()) {
+        *buf.get_mut(n)? = *c;
+        n += 1;
+    }
+    buf.get(..n)
 }
 
 /// Luhn checksum over ASCII digits.
@@ -160,7 +230,7 @@ fn domain_char(c: u8) -> bool {
 const FILE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp"];
 
 fn find_emails(b: &[u8], out: &mut Vec<(usize, usize)>) {
-    for (pos, _) in b.iter().enumerate().filter(|(_, c)| **c == b'@') {
+    for pos in starts(b, 0, |c| c == b'@') {
         let mut start = pos;
         while start > 0 && local_char(before(b, start)) {
             start -= 1;
@@ -181,15 +251,23 @@ fn find_emails(b: &[u8], out: &mut Vec<(usize, usize)>) {
         if local.is_empty() || local.len() > 64 || domain.len() > 253 {
             continue;
         }
-        let labels: Vec<&[u8]> = domain.split(|c| *c == b'.').collect();
-        if labels.len() < 2 || labels.iter().any(|l| l.is_empty()) {
+        // At least two labels, none empty.
+        let mut labels = domain.split(|c| *c == b'.');
+        let mut count = 0;
+        let mut tld: &[u8] = &[];
+        if labels.any(|l| {
+            count += 1;
+            tld = l;
+            l.is_empty()
+        }) || count < 2
+        {
             continue;
         }
-        let tld = labels.last().copied().unwrap_or_default();
-        let tld_text = std::str::from_utf8(tld).unwrap_or_default();
         if tld.len() < 2
             || !tld.iter().all(u8::is_ascii_alphabetic)
-            || FILE_EXTENSIONS.contains(&tld_text.to_ascii_lowercase().as_str())
+            || FILE_EXTENSIONS
+                .iter()
+                .any(|e| e.as_bytes().eq_ignore_ascii_case(tld))
         {
             continue;
         }
@@ -227,23 +305,53 @@ fn number_context_says_not(b: &[u8], start: usize, words: &[&str]) -> bool {
     let Some(window) = b.get(from..start) else {
         return false;
     };
+    if !window.is_ascii() {
+        return number_context_says_not_unicode(window, words);
+    }
+    // ASCII (the usual case): no allocation. `str::trim_end` also trims
+    // vertical tab, which `trim_ascii_end` keeps.
+    let keep = window
+        .iter()
+        .rposition(|c| !matches!(c, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r'))
+        .map_or(0, |p| p + 1);
+    let trimmed = window.get(..keep).unwrap_or_default();
+    let ends = |suffix: &[u8]| {
+        trimmed.len() >= suffix.len()
+            && trimmed
+                .get(trimmed.len() - suffix.len()..)
+                .is_some_and(|t| t.eq_ignore_ascii_case(suffix))
+    };
+    if ends(b"#") || ends(b"no.") || ends(b"nr.") {
+        return true;
+    }
+    trimmed
+        .split(|c| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .rev()
+        .take(2)
+        .any(|w| words.iter().any(|k| k.as_bytes().eq_ignore_ascii_case(w)))
+}
+
+/// [`number_context_says_not`] for a window with non-ASCII text (Unicode
+/// spaces before the number are trimmed like ASCII ones).
+fn number_context_says_not_unicode(window: &[u8], words: &[&str]) -> bool {
     let window = String::from_utf8_lossy(window).to_ascii_lowercase();
     let trimmed = window.trim_end();
     if trimmed.ends_with('#') || trimmed.ends_with("no.") || trimmed.ends_with("nr.") {
         return true;
     }
-    let last_words: Vec<&str> = trimmed
+    trimmed
         .split(|c: char| !c.is_ascii_alphanumeric())
         .filter(|w| !w.is_empty())
         .rev()
         .take(2)
-        .collect();
-    last_words.iter().any(|w| words.contains(w))
+        .any(|w| words.contains(&w))
 }
 
-fn find_phones(b: &[u8], out: &mut Vec<(usize, usize)>) {
-    let mut i = 0;
+fn find_phones(b: &[u8], from: usize, out: &mut Vec<(usize, usize)>) {
+    let mut i = from;
     while i < b.len() {
+        i = skip_to(b, i, |c| c == b'+' || c == b'(' || c.is_ascii_digit());
         let c = at(b, i);
         let starts = c == b'+' || c == b'(' || c.is_ascii_digit();
         let prev = before(b, i);
@@ -292,12 +400,20 @@ fn find_phones(b: &[u8], out: &mut Vec<(usize, usize)>) {
 /// (`+` and 8-15 digits), North American (3-3-4 groups, optional leading 1)
 /// or a national number with a trunk 0 in groups.
 fn phone_shape(run: &[u8]) -> bool {
-    let digits: Vec<u8> = run.iter().copied().filter(u8::is_ascii_digit).collect();
-    let groups: Vec<usize> = run
-        .split(|c| !c.is_ascii_digit())
-        .filter(|g| !g.is_empty())
-        .map(<[u8]>::len)
-        .collect();
+    let mut buf = [0u8; 16];
+    let Some(digits) = digits_of(run, &mut buf) else {
+        return false; // more than 15 digits: no phone shape below allows it
+    };
+    let mut group_buf = [0usize; 5];
+    let mut n_groups = 0;
+    for g in run.split(|c| !c.is_ascii_digit()).filter(|g| !g.is_empty()) {
+        // Past 5 groups the count alone matters (only `>= 2` is asked).
+        if let Some(slot) = group_buf.get_mut(n_groups) {
+            *slot = g.len();
+        }
+        n_groups += 1;
+    }
+    let groups = group_buf.get(..n_groups.min(5)).unwrap_or_default();
     let n = digits.len();
     if run.first() == Some(&b'+') {
         return (8..=15).contains(&n) && digits.first() != Some(&b'0');
@@ -317,7 +433,7 @@ fn phone_shape(run: &[u8]) -> bool {
     (10..=11).contains(&n)
         && digits.first() == Some(&b'0')
         && digits.get(1) != Some(&b'0')
-        && groups.len() >= 2
+        && n_groups >= 2
         && groups.first().is_some_and(|g| (2..=5).contains(g))
         && dots == 0
 }
@@ -350,9 +466,10 @@ fn card_prefix_known(d: &[u8]) -> bool {
     }
 }
 
-fn find_cards(b: &[u8], out: &mut Vec<(usize, usize)>) {
-    let mut i = 0;
+fn find_cards(b: &[u8], from: usize, out: &mut Vec<(usize, usize)>) {
+    let mut i = from;
     while i < b.len() {
+        i = skip_to(b, i, |c| c.is_ascii_digit());
         if !at(b, i).is_ascii_digit()
             || is_alnum(before(b, i))
             || matches!(before(b, i), b'-' | b'.')
@@ -362,44 +479,47 @@ fn find_cards(b: &[u8], out: &mut Vec<(usize, usize)>) {
         }
         let mut end = i;
         let mut sep: Option<u8> = None;
-        let mut groups: Vec<usize> = vec![0];
+        // Group lengths without a Vec: how many, the first three, the
+        // current (last) one, and whether all before it are 4 long.
+        let mut n_groups = 1usize;
+        let mut first = [0usize; 3];
+        let mut last = 0usize;
+        let mut fours_before_last = true;
         loop {
             let c = at(b, end);
             if c.is_ascii_digit() {
-                if let Some(g) = groups.last_mut() {
-                    *g += 1;
-                }
+                last += 1;
                 end += 1;
             } else if (c == b' ' || c == b'-')
                 && at(b, end + 1).is_ascii_digit()
                 && sep.is_none_or(|s| s == c)
             {
                 sep = Some(c);
-                groups.push(0);
+                if let Some(g) = first.get_mut(n_groups - 1) {
+                    *g = last;
+                }
+                fours_before_last &= last == 4;
+                n_groups += 1;
+                last = 0;
                 end += 1;
             } else {
                 break;
             }
         }
-        let digits: Vec<u8> = b
-            .get(i..end)
-            .unwrap_or_default()
-            .iter()
-            .copied()
-            .filter(u8::is_ascii_digit)
-            .collect();
-        let grouped_ok = groups.len() == 1
-            || groups == [4, 6, 5]
-            || groups == [4, 6, 4]
-            || (groups.len() >= 4
-                && groups.iter().rev().skip(1).all(|g| *g == 4)
-                && groups.last().is_some_and(|g| (1..=4).contains(g)));
+        if let Some(g) = first.get_mut(n_groups - 1) {
+            *g = last;
+        }
+        let mut buf = [0u8; 19];
+        let digits = digits_of(b.get(i..end).unwrap_or_default(), &mut buf).unwrap_or_default();
+        let grouped_ok = n_groups == 1
+            || (n_groups == 3 && (first == [4, 6, 5] || first == [4, 6, 4]))
+            || (n_groups >= 4 && fours_before_last && (1..=4).contains(&last));
         let boundary_after = !is_alnum(at(b, end));
         if (13..=19).contains(&digits.len())
             && grouped_ok
             && boundary_after
-            && card_prefix_known(&digits)
-            && luhn_valid(&digits)
+            && card_prefix_known(digits)
+            && luhn_valid(digits)
         {
             out.push((i, end));
         }
@@ -511,9 +631,13 @@ pub fn iban_valid(chars: &[u8]) -> bool {
     rem == 1
 }
 
-fn find_ibans(b: &[u8], out: &mut Vec<(usize, usize)>) {
-    let mut i = 0;
+fn find_ibans(b: &[u8], from: usize, out: &mut Vec<(usize, usize)>) {
+    let mut i = from;
     while i + 4 <= b.len() {
+        i = skip_to(b, i, |c| c.is_ascii_uppercase());
+        if i + 4 > b.len() {
+            break;
+        }
         let ok_start = at(b, i).is_ascii_uppercase()
             && at(b, i + 1).is_ascii_uppercase()
             && at(b, i + 2).is_ascii_digit()
@@ -531,20 +655,25 @@ fn find_ibans(b: &[u8], out: &mut Vec<(usize, usize)>) {
             i += 1;
             continue;
         };
-        let mut chars = Vec::with_capacity(len);
+        // The longest IBAN is 34 characters (ISO 13616).
+        let mut buf = [0u8; 34];
+        let mut n = 0;
         let mut end = i;
-        while chars.len() < len {
+        while n < len {
             let c = at(b, end);
             if c.is_ascii_uppercase() || c.is_ascii_digit() {
-                chars.push(c);
+                let Some(slot) = buf.get_mut(n) else { break };
+                *slot = c;
+                n += 1;
                 end += 1;
-            } else if c == b' ' && (at(b, end + 1).is_ascii_alphanumeric()) && !chars.is_empty() {
+            } else if c == b' ' && (at(b, end + 1).is_ascii_alphanumeric()) && n > 0 {
                 end += 1;
             } else {
                 break;
             }
         }
-        if chars.len() == len && !is_alnum(at(b, end)) && iban_valid(&chars) {
+        let chars = buf.get(..n).unwrap_or_default();
+        if n == len && !is_alnum(at(b, end)) && iban_valid(chars) {
             out.push((i, end));
             i = end;
         } else {
@@ -557,9 +686,10 @@ fn find_ibans(b: &[u8], out: &mut Vec<(usize, usize)>) {
 
 /// `ddd-dd-dddd` (or with spaces), valid area/group/serial; plain nine
 /// digits only right after "SSN" or "social security".
-fn find_ssns(b: &[u8], out: &mut Vec<(usize, usize)>) {
-    let mut i = 0;
+fn find_ssns(b: &[u8], from: usize, out: &mut Vec<(usize, usize)>) {
+    let mut i = from;
     while i < b.len() {
+        i = skip_to(b, i, |c| c.is_ascii_digit());
         if !at(b, i).is_ascii_digit()
             || is_alnum(before(b, i))
             || matches!(before(b, i), b'-' | b'.')
@@ -601,16 +731,21 @@ fn find_ssns(b: &[u8], out: &mut Vec<(usize, usize)>) {
 
 fn ssn_keyword_before(b: &[u8], start: usize) -> bool {
     let from = start.saturating_sub(40);
-    let window =
-        String::from_utf8_lossy(b.get(from..start).unwrap_or_default()).to_ascii_lowercase();
-    window.contains("ssn") || window.contains("social security")
+    let window = b.get(from..start).unwrap_or_default();
+    let has = |word: &[u8]| {
+        window
+            .windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word))
+    };
+    has(b"ssn") || has(b"social security")
 }
 
 // ---------------------------------------------------------------- IP
 
-fn find_ipv4(b: &[u8], out: &mut Vec<(usize, usize)>) {
-    let mut i = 0;
+fn find_ipv4(b: &[u8], from: usize, out: &mut Vec<(usize, usize)>) {
+    let mut i = from;
     while i < b.len() {
+        i = skip_to(b, i, |c| c.is_ascii_digit());
         let prev = before(b, i);
         if !at(b, i).is_ascii_digit() || is_alnum(prev) || prev == b'.' {
             i += 1;
@@ -625,10 +760,8 @@ fn find_ipv4(b: &[u8], out: &mut Vec<(usize, usize)>) {
                 end += 1;
             }
             let part = b.get(from..end).unwrap_or_default();
-            let value = std::str::from_utf8(part)
-                .ok()
-                .and_then(|s| s.parse::<u16>().ok());
-            if part.is_empty() || part.len() > 3 || value.is_none_or(|v| v > 255) {
+            let value = part.iter().fold(0u32, |v, d| v * 10 + u32::from(d - b'0'));
+            if part.is_empty() || part.len() > 3 || value > 255 {
                 ok = false;
                 break;
             }
@@ -657,25 +790,32 @@ fn find_ipv4(b: &[u8], out: &mut Vec<(usize, usize)>) {
     }
 }
 
+/// Candidates are maximal runs of hex digits and colons, not preceded by a
+/// letter or digit, that contain a colon: found from each colon outwards, so
+/// text without colons costs one pass.
 fn find_ipv6(b: &[u8], out: &mut Vec<(usize, usize)>) {
-    let mut i = 0;
-    while i < b.len() {
-        let c = at(b, i);
-        let prev = before(b, i);
-        if !(c.is_ascii_hexdigit() || c == b':') || is_alnum(prev) || prev == b':' {
-            i += 1;
-            continue;
+    let in_run = |c: u8| c.is_ascii_hexdigit() || c == b':';
+    let mut from = 0;
+    while from < b.len() {
+        let colon = skip_to(b, from, |c| c == b':');
+        if colon >= b.len() {
+            break;
         }
-        let mut end = i;
-        while at(b, end).is_ascii_hexdigit() || at(b, end) == b':' {
+        // The run's start: never before `from`, where the last run ended on a
+        // byte outside any run.
+        let mut i = colon;
+        while i > from && in_run(before(b, i)) {
+            i -= 1;
+        }
+        let mut end = colon;
+        while in_run(at(b, end)) {
             end += 1;
         }
         let run = b.get(i..end).unwrap_or_default();
-        let after = at(b, end);
-        if run.contains(&b':') && !is_alnum(after) && ipv6_shape(run) {
+        if !is_alnum(before(b, i)) && !is_alnum(at(b, end)) && ipv6_shape(run) {
             out.push((i, end));
         }
-        i = end.max(i + 1);
+        from = end;
     }
 }
 
@@ -685,16 +825,19 @@ fn ipv6_shape(run: &[u8]) -> bool {
     if doubles > 1 || text.contains(":::") {
         return false;
     }
-    let groups: Vec<&str> = text.split(':').filter(|g| !g.is_empty()).collect();
-    if groups.iter().any(|g| g.len() > 4) {
-        return false;
+    let mut groups = 0;
+    for g in text.split(':').filter(|g| !g.is_empty()) {
+        if g.len() > 4 {
+            return false;
+        }
+        groups += 1;
     }
     let has_digit = text.bytes().any(|c| c.is_ascii_digit());
     if doubles == 1 {
         // "::1", "2001:db8::1", "fe80::1ff:fe23:4567:890a"
-        groups.len() <= 7 && !groups.is_empty() && has_digit
+        groups <= 7 && groups > 0 && has_digit
     } else {
-        groups.len() == 8 && text.split(':').count() == 8
+        groups == 8 && text.split(':').count() == 8
     }
 }
 
@@ -868,16 +1011,26 @@ const KEY_FORMATS: &[KeyFormat] = &[
     },
 ];
 
+/// Whether `c` is the first byte of some [`KEY_FORMATS`] prefix (a unit
+/// test keeps the two in step).
+fn key_start(c: u8) -> bool {
+    matches!(c, b's' | b'A' | b'g' | b'x' | b'r' | b'h' | b't')
+}
+
 fn find_api_keys(b: &[u8], out: &mut Vec<(usize, usize)>) {
     let mut i = 0;
     'outer: while i < b.len() {
+        i = skip_to(b, i, key_start);
         let prev = before(b, i);
         if b64url(prev) {
             i += 1;
             continue;
         }
+        let c = at(b, i);
         for f in KEY_FORMATS {
-            if !b.get(i..).is_some_and(|rest| rest.starts_with(f.prefix)) {
+            if f.prefix.first() != Some(&c)
+                || !b.get(i..).is_some_and(|rest| rest.starts_with(f.prefix))
+            {
                 continue;
             }
             let from = i + f.prefix.len();
@@ -901,6 +1054,10 @@ fn find_api_keys(b: &[u8], out: &mut Vec<(usize, usize)>) {
 fn find_jwts(b: &[u8], out: &mut Vec<(usize, usize)>) {
     let mut i = 0;
     while i + 3 < b.len() {
+        i = skip_to(b, i, |c| c == b'e');
+        if i + 3 >= b.len() {
+            break;
+        }
         if !b.get(i..).is_some_and(|r| r.starts_with(b"eyJ")) || b64url(before(b, i)) {
             i += 1;
             continue;
@@ -975,8 +1132,8 @@ fn find_private_keys(text: &str, out: &mut Vec<(usize, usize)>) {
 
 /// UK National Insurance number: two letters (with the excluded ones), six
 /// digits (optionally in pairs), suffix A-D.
-fn find_uk_nino(b: &[u8], out: &mut Vec<(usize, usize)>) {
-    for i in 0..b.len() {
+fn find_uk_nino(b: &[u8], from: usize, out: &mut Vec<(usize, usize)>) {
+    for i in starts(b, from, |c| c.is_ascii_uppercase()) {
         let (c1, c2) = (at(b, i), at(b, i + 1));
         if is_alnum(before(b, i)) || !c1.is_ascii_uppercase() || !c2.is_ascii_uppercase() {
             continue;
@@ -1021,8 +1178,8 @@ fn find_uk_nino(b: &[u8], out: &mut Vec<(usize, usize)>) {
 }
 
 /// Canadian SIN: 3-3-3 digits (separated), Luhn-valid, not starting 0 or 8.
-fn find_ca_sin(b: &[u8], out: &mut Vec<(usize, usize)>) {
-    for i in 0..b.len() {
+fn find_ca_sin(b: &[u8], from: usize, out: &mut Vec<(usize, usize)>) {
+    for i in starts(b, from, |c| c.is_ascii_digit()) {
         if is_alnum(before(b, i)) || matches!(before(b, i), b'-' | b'.') {
             continue;
         }
@@ -1037,23 +1194,20 @@ fn find_ca_sin(b: &[u8], out: &mut Vec<(usize, usize)>) {
         {
             continue;
         }
-        let digits: Vec<u8> = b
-            .get(i..end)
-            .unwrap_or_default()
-            .iter()
-            .copied()
-            .filter(u8::is_ascii_digit)
-            .collect();
-        if !matches!(digits.first(), Some(b'0' | b'8')) && luhn_valid(&digits) {
+        let mut buf = [0u8; 9];
+        let digits = digits_of(b.get(i..end).unwrap_or_default(), &mut buf).unwrap_or_default();
+        if !matches!(digits.first(), Some(b'0' | b'8')) && luhn_valid(digits) {
             out.push((i, end));
         }
     }
 }
 
 /// Spanish DNI (8 digits + check letter) and NIE (X/Y/Z + 7 digits + letter).
-fn find_es_dni(b: &[u8], out: &mut Vec<(usize, usize)>) {
+fn find_es_dni(b: &[u8], from: usize, out: &mut Vec<(usize, usize)>) {
     const LETTERS: &[u8; 23] = b"TRWAGMYFPDXBNJZSQVHLCKE";
-    for i in 0..b.len() {
+    for i in starts(b, from, |c| {
+        c.is_ascii_digit() || matches!(c, b'X' | b'Y' | b'Z')
+    }) {
         if is_alnum(before(b, i)) {
             continue;
         }
@@ -1131,8 +1285,8 @@ pub fn verhoeff_valid(digits: &[u8]) -> bool {
 }
 
 /// Indian Aadhaar: 12 digits (4-4-4 or plain), first digit 2-9, Verhoeff-valid.
-fn find_aadhaar(b: &[u8], out: &mut Vec<(usize, usize)>) {
-    for i in 0..b.len() {
+fn find_aadhaar(b: &[u8], from: usize, out: &mut Vec<(usize, usize)>) {
+    for i in starts(b, from, |c| (b'2'..=b'9').contains(&c)) {
         if is_alnum(before(b, i))
             || matches!(before(b, i), b'-' | b'.')
             || !(b'2'..=b'9').contains(&at(b, i))
@@ -1158,14 +1312,9 @@ fn find_aadhaar(b: &[u8], out: &mut Vec<(usize, usize)>) {
         {
             continue;
         }
-        let digits: Vec<u8> = b
-            .get(i..end)
-            .unwrap_or_default()
-            .iter()
-            .copied()
-            .filter(u8::is_ascii_digit)
-            .collect();
-        if verhoeff_valid(&digits) {
+        let mut buf = [0u8; 12];
+        let digits = digits_of(b.get(i..end).unwrap_or_default(), &mut buf).unwrap_or_default();
+        if verhoeff_valid(digits) {
             out.push((i, end));
         }
     }
@@ -1355,6 +1504,36 @@ mod tests {
             ["2345 6789 0124"]
         );
         assert!(found(Builtin::InAadhaar, "2345 6789 0123").is_empty());
+    }
+
+    /// `key_start` (the api_key scanner's first-byte dispatch) names the
+    /// first byte of every key format, so no format is skipped.
+    #[test]
+    fn key_start_covers_every_key_format() {
+        for f in KEY_FORMATS {
+            assert!(key_start(f.prefix[0]), "{:?}", f.prefix);
+        }
+    }
+
+    /// Scanners start at the first digit minus their lead: values right at
+    /// the start of a text, and texts without digits, behave as before.
+    #[test]
+    fn digit_bound_scanners_start_before_the_first_digit() {
+        for (d, text, want) in [
+            (Builtin::Phone, "+(44) 20 7946 0958", "+(44) 20 7946 0958"),
+            (
+                Builtin::Iban,
+                "GB82WEST12345698765432",
+                "GB82WEST12345698765432",
+            ),
+            (Builtin::UkNino, "JG 12 34 56 C", "JG 12 34 56 C"),
+            (Builtin::EsDni, "X1234567L", "X1234567L"),
+        ] {
+            assert_eq!(found(d, text), [want], "{d:?}");
+        }
+        for d in BUILTINS {
+            assert!(found(*d, "no digits here, only words.").is_empty(), "{d:?}");
+        }
     }
 
     #[test]

@@ -298,9 +298,10 @@ pub struct Hit {
 pub fn scan(rules: &[Rule], text: &str) -> Vec<Hit> {
     let mut hits = Vec::new();
     let mut spans = Vec::new();
+    let first_digit = detect::first_digit(text);
     for (i, r) in rules.iter().enumerate() {
         spans.clear();
-        r.kind.find(text, &mut spans);
+        r.kind.find_with(text, first_digit, &mut spans);
         hits.extend(spans.iter().map(|&(start, end)| Hit {
             rule: i,
             start,

@@ -67,7 +67,11 @@ impl StreamScanner {
 
     fn release(&mut self, all: bool, tally: &mut Tally) -> Result<String, String> {
         let offset = self.context.len();
-        let window = format!("{}{}", self.context, self.pending);
+        // The held-back window, rescanned once per delta: the released left
+        // context plus the unreleased text, never the whole answer so far.
+        let mut window = String::with_capacity(offset + self.pending.len());
+        window.push_str(&self.context);
+        window.push_str(&self.pending);
         let hits: Vec<_> = scan(&self.rules, &window)
             .into_iter()
             .filter(|h| h.start >= offset)
@@ -158,9 +162,11 @@ pub struct SseGuard {
     guard: OutputGuard,
     decoder: SseDecoder,
     choices: BTreeMap<u64, ChoiceText>,
-    /// The last chunk's envelope (id, model, created), for a chunk that
-    /// carries text still held when the stream ends without a finish.
-    last_chunk: Option<Value>,
+    /// The last chunk's data, whose envelope (id, model, created) a chunk
+    /// that carries text still held when the stream ends without a finish
+    /// reuses. Kept as text and parsed only then (rarely), not cloned as a
+    /// JSON value on every delta.
+    last_chunk: Option<String>,
     tally: Tally,
     blocked: Option<String>,
 }
@@ -311,13 +317,14 @@ impl SseGuard {
                 changed = true;
             }
         }
-        let mut envelope = chunk.clone();
-        if let Some(o) = envelope.as_object_mut() {
-            o.insert("choices".to_owned(), Value::Array(Vec::new()));
-            o.remove("usage");
+        match &mut self.last_chunk {
+            Some(last) => {
+                last.clear();
+                last.push_str(data);
+            }
+            None => self.last_chunk = Some(data.to_owned()),
         }
-        self.last_chunk = Some(envelope);
-        Ok(changed.then(|| encode_data(&chunk.to_string())))
+        Ok(changed.then(|| encode_data(&json_text(&chunk))))
     }
 
     /// Releases every choice's held text as one chunk (normally nothing is
@@ -344,10 +351,16 @@ impl SseGuard {
         if parts.is_empty() {
             return Ok(String::new());
         }
-        let mut chunk = self.last_chunk.clone().unwrap_or_else(
-            || serde_json::json!({"object": "chat.completion.chunk", "choices": []}),
-        );
+        let mut chunk = self
+            .last_chunk
+            .as_deref()
+            .and_then(|d| serde_json::from_str::<Value>(d).ok())
+            .filter(Value::is_object)
+            .unwrap_or_else(
+                || serde_json::json!({"object": "chat.completion.chunk", "choices": []}),
+            );
         if let Some(o) = chunk.as_object_mut() {
+            o.remove("usage");
             o.insert(
                 "choices".to_owned(),
                 Value::Array(
@@ -360,8 +373,15 @@ impl SseGuard {
                 ),
             );
         }
-        Ok(encode_data(&chunk.to_string()))
+        Ok(encode_data(&json_text(&chunk)))
     }
+}
+
+/// A JSON value as text, written straight into a `String` (`Value`'s
+/// `Display` goes through a formatter adapter and costs about twice as much
+/// on every rewritten delta).
+fn json_text(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| v.to_string())
 }
 
 /// Guards a whole SSE body at once (a cache replay).
