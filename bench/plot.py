@@ -57,7 +57,7 @@ for n in names:
     b.plot([p["c"] for p in sw], [100 * p["rps_ratio"] for p in sw], "o-", color=colors.get(n), label=n)
 b.set_xscale("log", base=2)
 b.set_xticks([p["c"] for p in gws[names[0]]["sweep"]], [str(p["c"]) for p in gws[names[0]]["sweep"]])
-b.set_yscale("log")
+b.set_ylim(bottom=0)
 b.set_xlabel("concurrency (closed loop)")
 b.set_ylabel("req/s, % of direct-to-mock")
 b.set_title("Throughput (gateway on one core)", fontsize=10)

@@ -106,11 +106,29 @@ try {
     const name = `${f.functionName || '(anonymous)'} ${f.url ? path.basename(f.url) : ''}`.trim();
     self.set(name, (self.get(name) ?? 0) + us);
   }
+  // Where the isolate's time went, by kind of frame.
+  const kinds = new Map();
+  for (let i = 0; i < profile.samples.length; i++) {
+    const f = byId.get(profile.samples[i]).callFrame;
+    const us = dt[i + 1] ?? 0;
+    const kind = ['(idle)', '(program)', '(garbage collector)'].includes(f.functionName)
+      ? f.functionName
+      : /\.wasm/.test(f.url)
+        ? 'tollgate wasm (Rust)'
+        : /cloudflare-internal/.test(f.url)
+          ? 'runtime JS APIs (D1, KV, tracing)'
+          : f.url
+            ? 'JS glue (wasm-bindgen, Miniflare)'
+            : 'native calls (fetch, storage, Response, …)';
+    kinds.set(kind, (kinds.get(kind) ?? 0) + us);
+  }
   const idle = (self.get('(idle)') ?? 0) + (self.get('(program)') ?? 0);
   console.log(`\n${args.profile}: ${N} requests at c=${C} in ${wall.toFixed(2)} s (${(N / wall).toFixed(0)} req/s)`);
   console.log('\nCPU seconds per process during the run (per request):');
   for (const [name, s] of cpu) if (s > 0) console.log(`  ${name.padEnd(20)} ${s.toFixed(2)} s  (${((s * 1000) / N).toFixed(3)} ms/request)`);
   console.log(`\nWorker isolate samples: ${(total / 1e6).toFixed(2)} s, of which (idle)+(program) ${((idle / total) * 100).toFixed(1)} %`);
+  console.log('by kind of frame (µs per request):');
+  for (const [k, us] of [...kinds.entries()].sort((a, b) => b[1] - a[1])) console.log(`  ${(us / N).toFixed(1).padStart(8)}  ${k}`);
   console.log('top self time (µs per request):');
   for (const [name, us] of [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 30)) {
     console.log(`  ${(us / N).toFixed(1).padStart(8)}  ${name.slice(0, 110)}`);
