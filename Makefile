@@ -28,6 +28,10 @@ bench-semantic: setup
 bench-complexity:
 	cargo run --release --example complexity_eval
 
+## Benchmark tollgate against Portkey and LiteLLM (installs them into bench/; see bench/README.md).
+bench:
+	sh bench/run.sh
+
 clean:
 	rm -rf build target .wrangler
 

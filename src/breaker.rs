@@ -67,9 +67,46 @@ impl BreakerState {
     }
 }
 
+/// How often an isolate reports *healthy* attempts on a clean circuit to the
+/// link's Durable Object. Every report is a Durable Object round trip and
+/// storage work, so one per request per isolate was most of the breaker's
+/// cost; failures, and the first success after a failure, are still reported
+/// at once, and the answer to each report is how an isolate learns of a
+/// circuit opened elsewhere — within this interval plus one request.
+pub const HEALTHY_REPORT_INTERVAL_MS: u64 = 1_000;
+
+/// Whether an attempt's outcome must go to the Durable Object now: always for
+/// a failure or right after the isolate saw one (`after_failure`), otherwise
+/// once per [`HEALTHY_REPORT_INTERVAL_MS`] per link.
+pub fn must_report(
+    healthy: bool,
+    after_failure: bool,
+    last_report_ms: Option<u64>,
+    now_ms: u64,
+) -> bool {
+    !healthy
+        || after_failure
+        || last_report_ms.is_none_or(|t| now_ms.saturating_sub(t) >= HEALTHY_REPORT_INTERVAL_MS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn healthy_reports_are_throttled_failures_are_not() {
+        assert!(must_report(true, false, None, 0), "first report of a link");
+        assert!(!must_report(true, false, Some(1_000), 1_999));
+        assert!(must_report(true, false, Some(1_000), 2_000));
+        assert!(
+            must_report(false, false, Some(1_000), 1_001),
+            "a failure goes at once"
+        );
+        assert!(
+            must_report(true, true, Some(1_000), 1_001),
+            "the success that ends a failure streak goes at once"
+        );
+    }
 
     const POLICY: BreakerPolicy = BreakerPolicy {
         failures_to_open: 3,

@@ -1,8 +1,9 @@
 //! `KeyBudget` Durable Object: one per virtual key with limits, the single
 //! authority for that key's budgets and rate limits (KV is never one). It runs
 //! the pure state machine in `budget.rs` on its own clock and persists the
-//! state after every change; an alarm releases reservations whose Worker
-//! never settled them.
+//! state after every change (the remembered closed reservations one key each,
+//! so a save writes what changed, not ~150 KB); an alarm releases
+//! reservations whose Worker never settled them.
 //!
 //! Requests (JSON):
 //! - `POST /admit` `{"limits", "admission"}` → `{"reservation": …}` or `{"rejection": …}`
@@ -14,19 +15,28 @@
 //! `project:<id>`; it holds the spend of all the project's keys.
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 
 use serde::Deserialize;
 use serde_json::json;
-use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+use wasm_bindgen::JsValue;
+use worker::{
+    durable_object, js_sys, DurableObject, Env, ListOptions, Request, Response, Result, State,
+};
 
-use crate::budget::{Admission, BudgetState, Limits};
+use crate::budget::{Admission, BudgetState, Closed, Limits};
 
 const STATE_KEY: &str = "budget";
+/// Each remembered closed reservation is its own key (`closed:<id>` → JSON),
+/// so a save writes the one that changed instead of all of them.
+const CLOSED_PREFIX: &str = "closed:";
 
 #[durable_object]
 pub struct KeyBudget {
     state: State,
     current: RefCell<Option<BudgetState>>,
+    /// The closed-reservation ids that have their own key in storage.
+    stored_closed: RefCell<BTreeSet<String>>,
 }
 
 #[derive(Deserialize)]
@@ -67,10 +77,67 @@ impl KeyBudget {
         if let Some(s) = self.current.borrow().clone() {
             return s;
         }
-        let stored: Option<BudgetState> = self.state.storage().get(STATE_KEY).await.ok().flatten();
-        let s = stored.unwrap_or_default();
+        let storage = self.state.storage();
+        let stored: Option<BudgetState> = storage.get(STATE_KEY).await.ok().flatten();
+        let mut s = stored.unwrap_or_default();
+        let mut ids = BTreeSet::new();
+        if let Ok(map) = storage
+            .list_with_options(ListOptions::new().prefix(CLOSED_PREFIX))
+            .await
+        {
+            let mut entries = Vec::new();
+            map.for_each(&mut |value, key| {
+                let (Some(key), Some(json)) = (key.as_string(), value.as_string()) else {
+                    return;
+                };
+                if let (Some(id), Ok(c)) = (
+                    key.strip_prefix(CLOSED_PREFIX),
+                    serde_json::from_str::<Closed>(&json),
+                ) {
+                    ids.insert(id.to_owned());
+                    entries.push((id.to_owned(), c));
+                }
+            });
+            s.restore_closed(entries);
+        }
+        *self.stored_closed.borrow_mut() = ids;
         *self.current.borrow_mut() = Some(s.clone());
         s
+    }
+
+    /// Writes the closed reservations that are new since the last save and
+    /// deletes the ones the state forgot.
+    async fn save_closed(&self, s: &BudgetState) -> Result<()> {
+        let storage = self.state.storage();
+        let (added, removed) = {
+            let stored = self.stored_closed.borrow();
+            let added = js_sys::Object::new();
+            let mut any = false;
+            for (id, c) in s.closed().iter().filter(|(id, _)| !stored.contains(*id)) {
+                let json = serde_json::to_string(c)
+                    .map_err(|e| worker::Error::RustError(e.to_string()))?;
+                js_sys::Reflect::set(
+                    &added,
+                    &JsValue::from_str(&format!("{CLOSED_PREFIX}{id}")),
+                    &JsValue::from_str(&json),
+                )?;
+                any = true;
+            }
+            let removed: Vec<String> = stored
+                .iter()
+                .filter(|id| !s.closed().contains_key(*id))
+                .map(|id| format!("{CLOSED_PREFIX}{id}"))
+                .collect();
+            (any.then_some(added), removed)
+        };
+        if let Some(added) = added {
+            storage.put_multiple_raw(added).await?;
+        }
+        if !removed.is_empty() {
+            storage.delete_multiple(removed).await?;
+        }
+        *self.stored_closed.borrow_mut() = s.closed().keys().cloned().collect();
+        Ok(())
     }
 
     /// Persists, then makes sure an alarm will release the next expiring
@@ -80,6 +147,7 @@ impl KeyBudget {
         let next = s.next_expiry();
         // The in-memory copy first: it is what the next request reads.
         *self.current.borrow_mut() = Some(s.clone());
+        self.save_closed(&s).await?;
         self.state.storage().put(STATE_KEY, &s).await?;
         if let Some(at) = next {
             let at = i64::try_from(at).unwrap_or(i64::MAX);
@@ -97,6 +165,7 @@ impl DurableObject for KeyBudget {
         Self {
             state,
             current: RefCell::new(None),
+            stored_closed: RefCell::new(BTreeSet::new()),
         }
     }
 

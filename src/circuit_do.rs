@@ -83,6 +83,7 @@ impl DurableObject for CircuitBreaker {
         let mut s = self.load().await;
         let mut latency = self.load_latency().await;
         if let Some(report) = report {
+            let before = s;
             s.record(
                 report.healthy,
                 report.now_ms,
@@ -94,7 +95,10 @@ impl DurableObject for CircuitBreaker {
             // No await between read-modify and this write: the DO's input gate
             // keeps concurrent reports from interleaving.
             *self.current.borrow_mut() = Some(s);
-            self.state.storage().put(STATE_KEY, s).await?;
+            // A success on a closed circuit changes nothing: skip the write.
+            if s != before {
+                self.state.storage().put(STATE_KEY, s).await?;
+            }
             if let Some(ms) = report.latency_ms {
                 let stat = latency.get_or_insert_with(LatencyStat::default);
                 stat.observe(ms, report.now_ms);

@@ -88,6 +88,34 @@ pub async fn read_limited(
     let invalid = || GatewayError::UpstreamInvalidResponse {
         provider: provider.to_owned(),
     };
+    // A declared length (HTTP framing holds the body to it) is checked up
+    // front and the body read in one piece: one copy into wasm instead of a
+    // reader, a lock and a copy per chunk. Not for an encoded body: the
+    // runtime decompresses it, so its length says nothing about what it reads.
+    let h = resp.headers();
+    let encoded = h
+        .get("content-encoding")
+        .ok()
+        .flatten()
+        .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
+    let declared = h
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|_| !encoded);
+    if let Some(len) = declared {
+        if len > limit {
+            console_error!("provider {provider} declared a body of {len} bytes, over {limit}");
+            return Err(invalid());
+        }
+        return resp.bytes().await.map_err(|e| {
+            console_error!("reading the body from provider {provider} failed: {e}");
+            GatewayError::UpstreamUnreachable {
+                provider: provider.to_owned(),
+            }
+        });
+    }
     let Ok(mut stream) = resp.stream() else {
         return Ok(Vec::new());
     };

@@ -1,8 +1,9 @@
 //! This isolate's view of the circuit breakers (see `breaker.rs`): updated at
 //! once from its own attempts, and synchronised with each link's
 //! `CircuitBreaker` Durable Object after the response, in `ctx.wait_until`,
-//! so a circuit opened anywhere closes the link everywhere within a request
-//! or two — without a Durable Object call on the request's path. The same
+//! so a circuit opened anywhere closes the link everywhere within a second
+//! or so — without a Durable Object call on the request's path, and with at
+//! most one report per link per second while the link is healthy. The same
 //! objects keep each link's live latency (`latency.rs`) for the `latency`
 //! routing strategy.
 
@@ -13,7 +14,7 @@ use serde_json::json;
 use worker::{console_error, Env, Method, Request, RequestInit};
 
 use crate::bindings::CIRCUITS;
-use crate::breaker::{Admission, BreakerPolicy, BreakerState};
+use crate::breaker::{must_report, Admission, BreakerPolicy, BreakerState};
 use crate::latency::LatencyStat;
 use crate::ledger::AttemptRow;
 
@@ -22,6 +23,10 @@ struct Entry {
     state: BreakerState,
     probe_in_flight: bool,
     latency: Option<LatencyStat>,
+    /// When this isolate last reported an attempt on the link.
+    last_report_ms: Option<u64>,
+    /// The view was not clean before the latest attempt: report the next one at once.
+    after_failure: bool,
 }
 
 /// What a link's `CircuitBreaker` object answers.
@@ -74,6 +79,7 @@ pub fn record(
     VIEW.with(|v| {
         let mut view = v.borrow_mut();
         let entry = view.entry(qualified.to_owned()).or_default();
+        entry.after_failure |= entry.state != BreakerState::default();
         entry.state.record(healthy, now_ms, policy);
         entry.probe_in_flight = false;
         if let Some(ms) = latency_ms {
@@ -85,9 +91,12 @@ pub fn record(
     });
 }
 
-/// Reports each attempt to its link's Durable Object and adopts the state it
-/// answers (the authority, which has heard from every isolate). With the
-/// breaker off, only successful attempts are reported (for their latency).
+/// Reports each attempt to its link's Durable Object — failures at once,
+/// healthy attempts at most once per `HEALTHY_REPORT_INTERVAL_MS` per link
+/// (so the shared latency gets a sample a second from each isolate; the
+/// isolate's own view has every one) — and adopts the state it answers (the
+/// authority, which has heard from every isolate). With the breaker off, only
+/// successful attempts are reported (for their latency).
 pub async fn sync(env: &Env, attempts: &[AttemptRow], now_ms: u64, policy: BreakerPolicy) {
     let breaker_on = policy.failures_to_open > 0;
     if attempts.is_empty() || (!breaker_on && !attempts.iter().any(|a| a.ok)) {
@@ -99,8 +108,22 @@ pub async fn sync(env: &Env, attempts: &[AttemptRow], now_ms: u64, policy: Break
     };
     for a in attempts.iter().filter(|a| breaker_on || a.ok) {
         let qualified = format!("{}/{}", a.provider, a.model);
+        let healthy = attempt_is_healthy(a);
+        let due = VIEW.with(|v| {
+            let mut view = v.borrow_mut();
+            let entry = view.entry(qualified.clone()).or_default();
+            let due = must_report(healthy, entry.after_failure, entry.last_report_ms, now_ms);
+            if due {
+                entry.last_report_ms = Some(now_ms);
+                entry.after_failure = false;
+            }
+            due
+        });
+        if !due {
+            continue;
+        }
         let body = json!({
-            "healthy": attempt_is_healthy(a),
+            "healthy": healthy,
             "latency_ms": a.ok.then_some(a.latency_ms),
             "now_ms": now_ms,
             "failures_to_open": policy.failures_to_open,

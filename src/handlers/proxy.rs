@@ -358,8 +358,12 @@ async fn proxy(
     let inline = inline_route(req, &config, grant)?;
     let raw = read_body_limited(req, config.limits.max_body_bytes).await?;
     after.prompt_bytes = raw.len() as u64;
-    let body = parse_json_object(&raw)?;
-    check_json_safety(&Value::Object(body.clone()), config.limits.max_json_depth)?;
+    // Checked in place, then taken apart: no copy of the body.
+    let body = Value::Object(parse_json_object(&raw)?);
+    check_json_safety(&body, config.limits.max_json_depth)?;
+    let Value::Object(body) = body else {
+        return Err(GatewayError::Internal);
+    };
     // A Messages request is translated to the canonical chat request here;
     // its own body is kept for a pass-through to Anthropic providers.
     let mut native = None;

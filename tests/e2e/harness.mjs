@@ -106,8 +106,9 @@ function wireAiBinding(toml, dir, n, binding, mock, apiKey) {
  * @param {(gateway: object) => void} [opts.editConfig] change the GATEWAY config before start
  * @param {(toml: object) => void} [opts.editWrangler] change the Worker's wrangler config (e.g. add a service binding)
  * @param {object[]} [opts.extraWorkers] wrangler configs of stand-in Workers run alongside (`wrangler dev -c main -c extra…`); `main` is resolved against the repo root
+ * @param {string} [opts.logLevel] wrangler's --log-level (bench/ uses 'warn': at 'info' every request is also logged through Node)
  */
-export async function startStack({ providers = { openai: { apiKey: 'sk-test-openai-0000000000000000' } }, secrets = {}, editConfig, editWrangler, extraWorkers = [] } = {}) {
+export async function startStack({ providers = { openai: { apiKey: 'sk-test-openai-0000000000000000' } }, secrets = {}, editConfig, editWrangler, extraWorkers = [], logLevel = 'info' } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-e2e-'));
   const mocks = {};
   for (const [name, p] of Object.entries(providers)) {
@@ -174,7 +175,7 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
     const inspectorPort = await freePort();
     const child = spawn(
       process.execPath,
-      [WRANGLER, 'dev', '-c', configPath, ...extraArgs, ...extraConfigs.flatMap((c) => ['-c', c]), '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspectorPort), '--persist-to', persist, '--log-level', 'info', '--show-interactive-dev-session=false'],
+      [WRANGLER, 'dev', '-c', configPath, ...extraArgs, ...extraConfigs.flatMap((c) => ['-c', c]), '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspectorPort), '--persist-to', persist, '--log-level', logLevel, '--show-interactive-dev-session=false'],
       { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
     );
     child.stdout.on('data', (d) => (logs += d));
@@ -193,7 +194,7 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
         await new Promise((r) => setTimeout(r, 250));
       }
     }
-    return { child, exited, url };
+    return { child, exited, url, inspectorPort };
   }
   /** Ends the running `wrangler dev` (and workerd under it): SIGTERM, or SIGKILL at once when `hard`. */
   async function kill(running, { hard = false } = {}) {
@@ -217,6 +218,13 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
     configPath,
     persist,
     mocks,
+    /** The running `wrangler dev`'s pid (its process group: workerd runs under it) and inspector port. */
+    get pid() {
+      return running.child.pid;
+    },
+    get inspectorPort() {
+      return running.inspectorPort;
+    },
     adminToken: ADMIN_TOKEN,
     logs: () => logs,
     /** Waits until wrangler's output (which lags the responses) matches `re`; returns whether it did. */

