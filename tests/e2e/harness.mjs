@@ -82,8 +82,11 @@ const FLAVORS = { anthropic: 'anthropic', gemini: 'gemini', azure: 'azure', cohe
  * @param {(gateway: object) => void} [opts.editConfig] change the GATEWAY config before start
  * @param {(toml: object) => void} [opts.editWrangler] change the Worker's wrangler config (e.g. add a service binding)
  * @param {object[]} [opts.extraWorkers] wrangler configs of stand-in Workers run alongside (`wrangler dev -c main -c extra…`); `main` is resolved against the repo root
+ * @param {string[]} [opts.devArgs] extra `wrangler dev` flags (e.g. --test-scheduled)
+ * @param {string} [opts.logLevel] wrangler's --log-level (`log` shows the Worker's console.log lines)
+ * @param {string} [opts.seedSqlFile] SQL run against the local D1 after the migrations, before the Worker starts
  */
-export async function startStack({ providers = { openai: { apiKey: 'sk-test-openai-0000000000000000' } }, secrets = {}, editConfig, editWrangler, extraWorkers = [] } = {}) {
+export async function startStack({ providers = { openai: { apiKey: 'sk-test-openai-0000000000000000' } }, secrets = {}, editConfig, editWrangler, extraWorkers = [], devArgs = [], logLevel = 'info', seedSqlFile } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-e2e-'));
   const mocks = {};
   for (const [name, p] of Object.entries(providers)) {
@@ -96,6 +99,7 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
   delete toml.build;
   toml.main = path.join(ROOT, toml.main);
   for (const db of toml.d1_databases) db.migrations_dir = path.join(ROOT, db.migrations_dir);
+  if (toml.assets) toml.assets.directory = path.join(ROOT, toml.assets.directory);
   const gateway = toml.vars.GATEWAY;
   for (const [name, p] of Object.entries(providers)) {
     const kind = p.kind ?? name;
@@ -135,6 +139,7 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
   const persist = path.join(dir, 'state');
   const env = { ...process.env, WRANGLER_SEND_METRICS: 'false', NO_COLOR: '1', CI: 'true' };
   await run(['d1', 'migrations', 'apply', 'DB', '--local', '--persist-to', persist, '-c', configPath], { cwd: dir, env });
+  if (seedSqlFile) await run(['d1', 'execute', 'DB', '--local', '--persist-to', persist, '-c', configPath, '--file', seedSqlFile], { cwd: dir, env });
 
   let logs = '';
   /** Starts `wrangler dev` on fresh ports over the persisted state; resolves once /healthz answers. */
@@ -143,7 +148,7 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
     const inspectorPort = await freePort();
     const child = spawn(
       process.execPath,
-      [WRANGLER, 'dev', '-c', configPath, ...extraArgs, '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspectorPort), '--persist-to', persist, '--log-level', 'info', '--show-interactive-dev-session=false'],
+      [WRANGLER, 'dev', '-c', configPath, ...extraArgs, '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspectorPort), '--persist-to', persist, '--log-level', logLevel, '--show-interactive-dev-session=false', ...devArgs],
       { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
     );
     child.stdout.on('data', (d) => (logs += d));
