@@ -918,3 +918,298 @@ mod tests {
         );
     }
 }
+
+/// The SQL above and the retention SQL of `ops.rs`, run in real SQLite over
+/// the real schema (every migration) with rows written by the real ledger
+/// statements — what D1 runs.
+#[cfg(test)]
+mod sqlite_tests {
+    use super::*;
+    use crate::ledger::{
+        AttemptRow, Endpoint, Outcome, RequestRow, INSERT_REQUEST_SQL, INSERT_ROLLUP_SQL,
+    };
+
+    fn db() -> rusqlite::Connection {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        let mut files: Vec<_> =
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+        files.sort();
+        for f in &files {
+            db.execute_batch(&std::fs::read_to_string(f).unwrap())
+                .unwrap();
+        }
+        db
+    }
+
+    fn value(v: &SqlValue) -> rusqlite::types::Value {
+        match v {
+            SqlValue::Null => rusqlite::types::Value::Null,
+            SqlValue::Int(n) => rusqlite::types::Value::Integer(*n),
+            SqlValue::Text(t) => rusqlite::types::Value::Text(t.clone()),
+        }
+    }
+
+    fn write(db: &rusqlite::Connection, row: &RequestRow) {
+        let v: Vec<_> = row.bind_values().iter().map(value).collect();
+        db.execute(INSERT_REQUEST_SQL, rusqlite::params_from_iter(v))
+            .unwrap();
+        let v: Vec<_> = row.rollup_values().iter().map(value).collect();
+        db.execute(INSERT_ROLLUP_SQL, rusqlite::params_from_iter(v))
+            .unwrap();
+    }
+
+    /// Rows of a statement as JSON objects (what D1 hands the Worker).
+    fn query(db: &rusqlite::Connection, s: &Statement) -> Vec<serde_json::Value> {
+        let mut stmt = db.prepare(&s.sql).unwrap();
+        let names: Vec<String> = stmt.column_names().map(str::to_owned).collect();
+        let v: Vec<_> = s.values.iter().map(value).collect();
+        let mut rows = stmt.query(rusqlite::params_from_iter(v)).unwrap();
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().unwrap() {
+            let mut o = serde_json::Map::new();
+            for (i, n) in names.iter().enumerate() {
+                let v = match r.get_ref(i).unwrap() {
+                    rusqlite::types::ValueRef::Null => serde_json::Value::Null,
+                    rusqlite::types::ValueRef::Integer(n) => serde_json::json!(n),
+                    rusqlite::types::ValueRef::Real(f) => serde_json::json!(f),
+                    rusqlite::types::ValueRef::Text(t) => {
+                        serde_json::json!(String::from_utf8_lossy(t))
+                    }
+                    rusqlite::types::ValueRef::Blob(_) => serde_json::Value::Null,
+                };
+                o.insert(n.clone(), v);
+            }
+            out.push(serde_json::Value::Object(o));
+        }
+        out
+    }
+
+    fn metrics(db: &rusqlite::Connection, s: &Statement) -> Metrics {
+        serde_json::from_value(query(db, s).remove(0)).unwrap()
+    }
+
+    const T0: u64 = 1_700_000_000_000 - 1_700_000_000_000 % DAY_MS;
+
+    #[expect(clippy::too_many_arguments, reason = "a test row builder")]
+    fn row(
+        id: &str,
+        at: u64,
+        key: &str,
+        outcome: Outcome,
+        cost: Option<u64>,
+        latency: u64,
+        metadata: &str,
+        fallback: bool,
+    ) -> RequestRow {
+        let attempt = |provider: &str| AttemptRow {
+            attempt: 1,
+            provider: provider.into(),
+            model: "m".into(),
+            started_at_ms: at,
+            latency_ms: 1,
+            status: Some(200),
+            ok: true,
+            failure: None,
+        };
+        RequestRow {
+            request_id: id.into(),
+            created_at_ms: at,
+            key_id: key.into(),
+            endpoint: Endpoint::ChatCompletions,
+            model_requested: Some("m".into()),
+            provider: Some("openai".into()),
+            model_used: Some("m".into()),
+            stream: false,
+            status: if outcome == Outcome::Ok { 200 } else { 502 },
+            outcome,
+            error_code: None,
+            usage: Some(crate::usage::Usage {
+                prompt_tokens: 2,
+                completion_tokens: 3,
+                total_tokens: 5,
+                cached_prompt_tokens: None,
+                reasoning_tokens: None,
+            }),
+            usage_estimated: false,
+            latency_ms: latency,
+            ttft_ms: None,
+            metadata: Some(metadata.into()),
+            attempts: if fallback {
+                vec![attempt("openai"), attempt("groq")]
+            } else {
+                vec![attempt("openai")]
+            },
+            cache_status: None,
+            cost_micros: cost,
+            saved_micros: None,
+            pricing: cost.map(|_| "priced"),
+            project_id: None,
+            guardrails: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn views_and_retention_over_real_sqlite() {
+        let db = db();
+        let m = r#"{"feature":"search","user":"u1","team":"core"}"#;
+        let rows = [
+            row("a", T0 + 10, "k1", Outcome::Ok, Some(100), 10, m, false),
+            row(
+                "b",
+                T0 + HOUR_MS + 1,
+                "k1",
+                Outcome::Ok,
+                Some(50),
+                20,
+                m,
+                true,
+            ),
+            row(
+                "c",
+                T0 + HOUR_MS + 2,
+                "k2",
+                Outcome::UpstreamError,
+                Some(0),
+                30,
+                r#"{"feature":"chat"}"#,
+                false,
+            ),
+            row(
+                "d",
+                T0 + DAY_MS + 5,
+                "k2",
+                Outcome::Ok,
+                None,
+                40,
+                r#"{"user":"u2"}"#,
+                false,
+            ),
+        ];
+        for r in &rows {
+            write(&db, r);
+        }
+        let all = Filter {
+            from_ms: T0,
+            to_ms: T0 + 2 * DAY_MS,
+            ..Default::default()
+        };
+        let t = metrics(&db, &totals_sql(&all));
+        assert_eq!(
+            (t.requests, t.ok, t.upstream_error, t.status_5xx),
+            (4, 3, 1, 1)
+        );
+        assert_eq!(
+            (t.cost_micros, t.unpriced, t.fallbacks, t.upstream),
+            (150, 1, 1, 4)
+        );
+        assert_eq!((t.total_tokens, t.latency_ms_sum), (20, 100));
+        // Filters.
+        let k1 = Filter {
+            key_id: Some("k1".into()),
+            ..all.clone()
+        };
+        assert_eq!(metrics(&db, &totals_sql(&k1)).requests, 2);
+        let search = Filter {
+            feature: Some("search".into()),
+            ..all.clone()
+        };
+        assert_eq!(metrics(&db, &totals_sql(&search)).requests, 2);
+        let model = Filter {
+            model: Some("openai/m".into()),
+            ..all.clone()
+        };
+        assert_eq!(metrics(&db, &totals_sql(&model)).requests, 4);
+        // Hour-granular: a range from inside the first hour still counts it.
+        let late = Filter {
+            from_ms: T0 + 30,
+            ..all.clone()
+        };
+        assert_eq!(metrics(&db, &totals_sql(&late)).requests, 4);
+        // Series and groups.
+        let series: Vec<KeyedRow<u64>> = query(&db, &series_sql(&all, Bucket::Hour))
+            .into_iter()
+            .map(|v| serde_json::from_value(v).unwrap())
+            .collect();
+        let points: Vec<(u64, u64)> = series.iter().map(|r| (r.k, r.m.requests)).collect();
+        assert_eq!(points, vec![(T0, 1), (T0 + HOUR_MS, 2), (T0 + DAY_MS, 1)]);
+        let groups = |by| -> Vec<(String, u64)> {
+            query(&db, &groups_sql(&all, by))
+                .into_iter()
+                .map(|v| {
+                    let r: KeyedRow<String> = serde_json::from_value(v).unwrap();
+                    (r.k, r.m.requests)
+                })
+                .collect()
+        };
+        assert_eq!(
+            groups(Dimension::Key),
+            vec![("k1".into(), 2), ("k2".into(), 2)]
+        );
+        let mut feature = groups(Dimension::Feature);
+        feature.sort();
+        assert_eq!(
+            feature,
+            vec![(String::new(), 1), ("chat".into(), 1), ("search".into(), 2)]
+        );
+        let mut user = groups(Dimension::User);
+        user.sort();
+        assert_eq!(
+            user,
+            vec![(String::new(), 1), ("u1".into(), 2), ("u2".into(), 1)]
+        );
+        assert_eq!(groups(Dimension::Model), vec![("openai/m".into(), 4)]);
+        // Percentiles and top-N from the ledger.
+        let [lat, _] = histogram_sql(&all);
+        let p = Percentiles::of(&histogram_rows(&query(&db, &lat)));
+        assert_eq!((p.p50, p.p99), (Some(20), Some(40)));
+        let top: Vec<String> = query(&db, &top_sql(&all, 2))
+            .into_iter()
+            .map(|v| v["request_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(top, vec!["a", "b"]);
+
+        // Retention at day 1 + 1 ms with max_age_days = 1: ledger rows before T0 + 1 ms go,
+        // hour aggregates of day 0 become one day row.
+        let r = crate::ops::Retention {
+            max_age_days: 1,
+            ..Default::default()
+        };
+        let now = T0 + 2 * DAY_MS + 1;
+        let cutoff = crate::ops::retention_cutoff(&r, now);
+        assert_eq!(cutoff, T0 + DAY_MS + 1);
+        db.execute(
+            crate::ops::DELETE_ATTEMPTS_SQL,
+            [i64::try_from(cutoff - 1).unwrap()],
+        )
+        .unwrap();
+        let deleted = db
+            .execute(
+                crate::ops::DELETE_REQUESTS_SQL,
+                [i64::try_from(cutoff - 1).unwrap()],
+            )
+            .unwrap();
+        assert_eq!(deleted, 3);
+        let day = i64::try_from(crate::ops::compaction_cutoff(&r, now)).unwrap();
+        db.execute(crate::ops::COMPACT_SQL, [day]).unwrap();
+        let compacted = db.execute(crate::ops::DELETE_COMPACTED_SQL, [day]).unwrap();
+        assert_eq!(compacted, 3, "three hour rows of day 0");
+        let after = metrics(&db, &totals_sql(&all));
+        assert_eq!(after, t, "totals unchanged");
+        let series: Vec<KeyedRow<u64>> = query(&db, &series_sql(&all, Bucket::Hour))
+            .into_iter()
+            .map(|v| serde_json::from_value(v).unwrap())
+            .collect();
+        let points: Vec<(u64, u64)> = series.iter().map(|r| (r.k, r.m.requests)).collect();
+        assert_eq!(points, vec![(T0, 3), (T0 + DAY_MS, 1)]);
+        // Compacting again changes nothing.
+        db.execute(crate::ops::COMPACT_SQL, [day]).unwrap();
+        assert_eq!(
+            db.execute(crate::ops::DELETE_COMPACTED_SQL, [day]).unwrap(),
+            0
+        );
+        assert_eq!(metrics(&db, &totals_sql(&all)), t);
+    }
+}
