@@ -4,8 +4,10 @@
 #   - the wasm32-unknown-unknown Rust target
 #   - worker-build (pinned) and wasm-bindgen-cli (the version in Cargo.lock)
 #   - npm devDependencies: wrangler, Node 22 (npm package `node`), esbuild,
-#     the openai / @anthropic-ai/sdk clients used by the e2e suite
+#     the openai / @anthropic-ai/sdk clients used by the e2e suite, uPlot
+#     (bundled into the dashboard) and playwright-core (drives the browser test)
 #   - .venv with the semantic cache's local embedder (requirements-semantic.txt)
+#   - Debian's `chromium` for the dashboard's browser test, when missing
 set -eu
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -46,6 +48,22 @@ if [ ! -x node_modules/.bin/wrangler ] || [ ! -x node_modules/.bin/node ] || [ p
   npm install --no-audit --no-fund --loglevel=error
 fi
 
+# The dashboard's browser test drives Debian's chromium (playwright-core
+# never downloads a browser). Installed from the Debian archive, only when
+# missing; as root, or through sudo when available.
+if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    say "installing chromium (Debian) for the dashboard's browser test"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: chromium is missing and apt-get is not available; install chromium (or set CHROMIUM_PATH)" >&2
+    exit 1
+  fi
+fi
+
 for p in $pids; do
   wait "$p" || { echo "setup: a cargo install failed" >&2; exit 1; }
 done
@@ -65,4 +83,4 @@ case "$NODE_VERSION" in
   *) echo "setup: node_modules/.bin/node is $NODE_VERSION, wrangler needs >= 22" >&2; exit 1 ;;
 esac
 export PATH="$ROOT/node_modules/.bin:$PATH"
-say "ready: $(rustc --version | cut -d' ' -f1-2), worker-build $(worker-build --version), wasm-bindgen $(wasm-bindgen --version | awk '{print $2}'), node $NODE_VERSION, wrangler $(wrangler --version 2>/dev/null | tail -n 1)"
+say "ready: $(rustc --version | cut -d' ' -f1-2), worker-build $(worker-build --version), wasm-bindgen $(wasm-bindgen --version | awk '{print $2}'), node $NODE_VERSION, wrangler $(wrangler --version 2>/dev/null | tail -n 1), $("${CHROMIUM_PATH:-/usr/bin/chromium}" --version 2>/dev/null | head -n 1)"

@@ -20,3 +20,5 @@ pub const SEMANTIC_INDEX: &str = "SEMANTIC_INDEX";
 pub const SEMANTIC_VECTORIZE: &str = "SEMANTIC_VECTORIZE";
 /// Workers AI binding the semantic cache embeds with (when `semantic.embedder = "workers-ai"`).
 pub const EMBEDDINGS_AI: &str = "AI";
+/// Workers static assets: the dashboard's page, script and styles.
+pub const ASSETS: &str = "ASSETS";

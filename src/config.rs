@@ -48,6 +48,12 @@ pub struct GatewayConfig {
     /// Guardrails for every request (keys and routes may override).
     #[serde(default)]
     pub guardrails: crate::guardrails::GuardrailPolicy,
+    /// Ledger retention: older rows are rolled up into daily aggregates.
+    #[serde(default)]
+    pub retention: crate::ops::Retention,
+    /// Whether request/answer bodies are logged (redacted); off by default.
+    #[serde(default)]
+    pub logging: crate::ops::Logging,
 }
 
 /// Where the semantic cache keeps its vectors.
@@ -96,12 +102,14 @@ impl Default for SemanticConfig {
 
 /// Budget threshold alerts: each threshold fires once per window, is
 /// recorded in D1 and is POSTed to every webhook (operator config only).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertConfig {
     pub webhook_urls: Vec<String>,
     /// Percentages of a budget that raise an alert.
     pub thresholds: Vec<u8>,
+    /// Operational alerts evaluated by the cron trigger (`ops.rs`).
+    pub ops: crate::ops::OpsAlerts,
 }
 
 impl Default for AlertConfig {
@@ -109,6 +117,7 @@ impl Default for AlertConfig {
         Self {
             webhook_urls: Vec::new(),
             thresholds: crate::budget::DEFAULT_THRESHOLDS.to_vec(),
+            ops: crate::ops::OpsAlerts::default(),
         }
     }
 }
@@ -727,6 +736,11 @@ impl GatewayConfig {
         {
             errors.push("alerts.thresholds: percentages from 1 to 100".to_owned());
         }
+        errors.extend(crate::ops::validate(
+            &self.alerts.ops,
+            &self.retention,
+            &self.logging,
+        ));
         if !(1..=1_000_000).contains(&self.budgets.default_max_tokens) {
             errors.push("budgets.default_max_tokens: must be between 1 and 1000000".to_owned());
         }

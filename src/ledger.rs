@@ -222,8 +222,82 @@ pub const INSERT_REQUEST_SQL: &str = "INSERT OR IGNORE INTO requests (\
     request_id, created_at, key_id, endpoint, model_requested, provider, model_used, stream, \
     status, outcome, error_code, prompt_tokens, completion_tokens, total_tokens, \
     cached_prompt_tokens, reasoning_tokens, usage_source, latency_ms, ttft_ms, metadata, cache_status, \
-    cost_micros, saved_micros, pricing, project_id) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)";
+    cost_micros, saved_micros, pricing, project_id, attempt_count, fallback) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)";
+
+/// Adds a request to its hour's row of `usage_rollup` (migration 0010) —
+/// only when the `INSERT OR IGNORE` of the request just before it in the same
+/// batch inserted a row (`changes() = 1`), so a replayed write adds nothing.
+pub const INSERT_ROLLUP_SQL: &str = "INSERT INTO usage_rollup (bucket, span, key_id, provider, model, \
+    team, feature, outcome, status, cache_status, requests, upstream, fallbacks, prompt_tokens, \
+    completion_tokens, total_tokens, cost_micros, saved_micros, unpriced, latency_ms_sum, ttft_ms_sum, ttft_count) \
+    SELECT ?1, 3600000, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20 \
+    WHERE changes() = 1 \
+    ON CONFLICT (bucket, span, key_id, provider, model, team, feature, outcome, status, cache_status) DO UPDATE SET \
+    requests = requests + excluded.requests, upstream = upstream + excluded.upstream, \
+    fallbacks = fallbacks + excluded.fallbacks, prompt_tokens = prompt_tokens + excluded.prompt_tokens, \
+    completion_tokens = completion_tokens + excluded.completion_tokens, \
+    total_tokens = total_tokens + excluded.total_tokens, cost_micros = cost_micros + excluded.cost_micros, \
+    saved_micros = saved_micros + excluded.saved_micros, unpriced = unpriced + excluded.unpriced, \
+    latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum, \
+    ttft_ms_sum = ttft_ms_sum + excluded.ttft_ms_sum, ttft_count = ttft_count + excluded.ttft_count";
+
+/// A metadata field as SQLite's `CAST(json_extract(…) AS TEXT)` renders it
+/// ('' when absent), so aggregates and ledger queries group alike.
+pub fn metadata_text(metadata: Option<&str>, field: &str) -> String {
+    let value = metadata
+        .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+        .and_then(|v| v.get(field).cloned());
+    match value {
+        Some(serde_json::Value::String(s)) => s,
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        Some(serde_json::Value::Bool(b)) => u8::from(b).to_string(),
+        _ => String::new(),
+    }
+}
+
+impl RequestRow {
+    /// Values for [`INSERT_ROLLUP_SQL`], in placeholder order.
+    pub fn rollup_values(&self) -> Vec<SqlValue> {
+        let u = self.usage;
+        let hour = self.created_at_ms - self.created_at_ms % 3_600_000;
+        let int = |v: u64| SqlValue::Int(i64::try_from(v).unwrap_or(i64::MAX));
+        vec![
+            int(hour),
+            SqlValue::Text(self.key_id.clone()),
+            SqlValue::Text(self.provider.clone().unwrap_or_default()),
+            SqlValue::Text(self.model_used.clone().unwrap_or_default()),
+            SqlValue::Text(metadata_text(self.metadata.as_deref(), "team")),
+            SqlValue::Text(metadata_text(self.metadata.as_deref(), "feature")),
+            SqlValue::Text(self.outcome.as_str().to_owned()),
+            SqlValue::Int(i64::from(self.status)),
+            SqlValue::Text(self.cache_status.unwrap_or_default().to_owned()),
+            int(u64::from(!self.attempts.is_empty())),
+            int(u64::from(self.fell_back())),
+            int(u.map_or(0, |u| u.prompt_tokens)),
+            int(u.map_or(0, |u| u.completion_tokens)),
+            int(u.map_or(0, |u| u.total_tokens)),
+            int(self.cost_micros.unwrap_or(0)),
+            int(self.saved_micros.unwrap_or(0)),
+            int(u64::from(self.cost_micros.is_none())),
+            int(self.latency_ms),
+            int(self.ttft_ms.unwrap_or(0)),
+            int(u64::from(self.ttft_ms.is_some())),
+        ]
+    }
+}
+
+impl RequestRow {
+    /// Whether more than one provider/model was tried (a fallback; retries
+    /// on the same link are not one).
+    pub fn fell_back(&self) -> bool {
+        self.attempts.first().is_some_and(|first| {
+            self.attempts
+                .iter()
+                .any(|a| a.provider != first.provider || a.model != first.model)
+        })
+    }
+}
 
 impl RequestRow {
     /// Values for [`INSERT_REQUEST_SQL`], in placeholder order.
@@ -262,6 +336,8 @@ impl RequestRow {
             self.saved_micros.into(),
             self.pricing.map(str::to_owned).into(),
             self.project_id.clone().into(),
+            SqlValue::Int(i64::try_from(self.attempts.len()).unwrap_or(i64::MAX)),
+            SqlValue::Int(i64::from(self.fell_back())),
         ]
     }
 }
@@ -322,6 +398,105 @@ mod tests {
         assert_eq!(v[14], SqlValue::Null);
         assert_eq!(v[16], SqlValue::Text("provider".into()));
         assert_eq!(v[18], SqlValue::Int(5));
+    }
+
+    #[test]
+    fn fallback_means_another_link_not_a_retry() {
+        let attempt = |provider: &str, model: &str| AttemptRow {
+            attempt: 1,
+            provider: provider.into(),
+            model: model.into(),
+            started_at_ms: 0,
+            latency_ms: 1,
+            status: Some(503),
+            ok: false,
+            failure: None,
+        };
+        let mut row = RequestRow {
+            request_id: "req_1".into(),
+            created_at_ms: 0,
+            key_id: "k".into(),
+            endpoint: Endpoint::ChatCompletions,
+            model_requested: None,
+            provider: None,
+            model_used: None,
+            stream: false,
+            status: 200,
+            outcome: Outcome::Ok,
+            error_code: None,
+            usage: None,
+            usage_estimated: false,
+            latency_ms: 0,
+            ttft_ms: None,
+            metadata: None,
+            attempts: vec![],
+            cache_status: None,
+            cost_micros: None,
+            saved_micros: None,
+            pricing: None,
+            project_id: None,
+            guardrails: Vec::new(),
+        };
+        assert!(!row.fell_back());
+        row.attempts = vec![attempt("openai", "a"), attempt("openai", "a")];
+        assert!(!row.fell_back());
+        let v = row.bind_values();
+        assert_eq!(v[25], SqlValue::Int(2));
+        assert_eq!(v[26], SqlValue::Int(0));
+        row.attempts.push(attempt("groq", "a"));
+        assert!(row.fell_back());
+        assert_eq!(row.bind_values()[26], SqlValue::Int(1));
+    }
+
+    #[test]
+    fn rollup_values_match_placeholders_and_the_row() {
+        let row = RequestRow {
+            request_id: "req_1".into(),
+            created_at_ms: 7_200_000 + 59_999,
+            key_id: "k".into(),
+            endpoint: Endpoint::ChatCompletions,
+            model_requested: Some("m".into()),
+            provider: None,
+            model_used: None,
+            stream: false,
+            status: 400,
+            outcome: Outcome::Rejected,
+            error_code: None,
+            usage: None,
+            usage_estimated: false,
+            latency_ms: 9,
+            ttft_ms: None,
+            metadata: Some(r#"{"team":"core","feature":7,"user":"u"}"#.into()),
+            attempts: vec![],
+            cache_status: None,
+            cost_micros: None,
+            saved_micros: None,
+            pricing: None,
+            project_id: None,
+            guardrails: Vec::new(),
+        };
+        let v = row.rollup_values();
+        let max = (1..=30)
+            .filter(|n| {
+                INSERT_ROLLUP_SQL.contains(&format!("?{n} "))
+                    || INSERT_ROLLUP_SQL.contains(&format!("?{n},"))
+            })
+            .max();
+        assert_eq!(max, Some(v.len()));
+        assert_eq!(v[0], SqlValue::Int(7_200_000));
+        assert_eq!(v[2], SqlValue::Text(String::new()));
+        assert_eq!(v[4], SqlValue::Text("core".into()));
+        assert_eq!(v[5], SqlValue::Text("7".into()));
+        assert_eq!(v[7], SqlValue::Int(400));
+        assert_eq!(v[8], SqlValue::Text(String::new()));
+        assert_eq!(v[9], SqlValue::Int(0), "no upstream attempt");
+        assert_eq!(v[16], SqlValue::Int(1), "unpriced");
+        assert_eq!(v[17], SqlValue::Int(9));
+        assert_eq!(v[19], SqlValue::Int(0));
+        assert!(INSERT_ROLLUP_SQL.contains("WHERE changes() = 1"));
+        assert_eq!(metadata_text(Some(r#"{"team":true}"#), "team"), "1");
+        assert_eq!(metadata_text(Some("not json"), "team"), "");
+        assert_eq!(metadata_text(None, "team"), "");
     }
 
     #[test]
@@ -497,6 +672,10 @@ mod tests {
             let values: Vec<_> = row.bind_values().iter().map(sql).collect();
             db.execute(INSERT_REQUEST_SQL, rusqlite::params_from_iter(values))
                 .unwrap();
+            // As store.rs batches it: right after the request insert.
+            let rollup: Vec<_> = row.rollup_values().iter().map(sql).collect();
+            db.execute(INSERT_ROLLUP_SQL, rusqlite::params_from_iter(rollup))
+                .unwrap();
             for a in &row.attempts {
                 let values: Vec<_> = a.bind_values(&row.request_id).iter().map(sql).collect();
                 db.execute(INSERT_ATTEMPT_SQL, rusqlite::params_from_iter(values))
@@ -522,6 +701,18 @@ mod tests {
         write();
         write();
         assert_eq!(totals(), (1, 3, 42), "a replay adds no row and no spend");
+        let rollup: (i64, i64, i64, i64, i64) = db
+            .query_row(
+                "SELECT COUNT(*), SUM(requests), SUM(cost_micros), SUM(upstream), SUM(total_tokens) FROM usage_rollup",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            rollup,
+            (1, 1, 42, 1, 7),
+            "a replay adds nothing to the aggregates either"
+        );
         let project: String = db
             .query_row("SELECT project_id FROM requests", [], |r| r.get(0))
             .unwrap();

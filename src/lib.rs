@@ -5,6 +5,7 @@
 //! `cargo test`; `handlers`, `http`, `store` and `upstream` are the thin
 //! platform layer. See README.md for the request flow.
 
+pub mod analytics;
 pub mod bindings;
 pub mod breaker;
 pub mod budget;
@@ -20,13 +21,16 @@ pub mod latency;
 pub mod ledger;
 pub mod messages;
 pub mod openai;
+pub mod ops;
 pub mod pricing;
 pub mod providers;
+pub mod redact;
 pub mod request;
 pub mod router;
 pub mod routing;
 pub mod secret;
 pub mod semantic;
+pub mod session;
 pub mod sse;
 pub mod usage;
 pub mod walker;
@@ -42,6 +46,8 @@ mod handlers;
 #[cfg(target_arch = "wasm32")]
 mod http;
 #[cfg(target_arch = "wasm32")]
+mod obs;
+#[cfg(target_arch = "wasm32")]
 mod semantic_do;
 #[cfg(target_arch = "wasm32")]
 mod store;
@@ -50,7 +56,7 @@ mod upstream;
 
 #[cfg(target_arch = "wasm32")]
 mod entry {
-    use worker::{event, Context, Env, Request, Response};
+    use worker::{event, Context, Env, Request, Response, ScheduleContext, ScheduledEvent};
 
     use crate::error::GatewayError;
     use crate::handlers;
@@ -65,8 +71,10 @@ mod entry {
 
     /// Every route. Nothing escapes as `Err`: workers-rs would render it as a
     /// bare 500 with internals, so each failure is an OpenAI error body here.
+    /// Every response gets `Server-Timing`, a request id and a JSON log line.
     #[event(fetch)]
     async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+        let started = crate::http::now_ms();
         let method = req.method().to_string();
         let path = req.path();
         let r = route(&method, &path);
@@ -76,25 +84,49 @@ mod entry {
         let result = match r {
             Route::Health => handlers::health::handle(&env),
             Route::ChatCompletions => {
-                return Ok(handlers::proxy::handle(req, env, &ctx, Endpoint::ChatCompletions).await)
+                Ok(handlers::proxy::handle(req, env, &ctx, Endpoint::ChatCompletions).await)
             }
             Route::Embeddings => {
-                return Ok(handlers::proxy::handle(req, env, &ctx, Endpoint::Embeddings).await)
+                Ok(handlers::proxy::handle(req, env, &ctx, Endpoint::Embeddings).await)
             }
             Route::Messages => {
-                return Ok(handlers::proxy::handle(req, env, &ctx, Endpoint::Messages).await)
+                Ok(handlers::proxy::handle(req, env, &ctx, Endpoint::Messages).await)
             }
             Route::Models => handlers::models::handle(&req, &env).await,
+            Route::AdminUsage(view) => match handlers::authenticate_admin_or_session(&req, &env) {
+                Ok(()) => handlers::usage::handle(&req, &env, view).await,
+                Err(e) => Err(e),
+            },
+            Route::Dashboard(file) => handlers::dashboard::page(&req, &env, file.as_deref()).await,
+            Route::DashboardLogin => handlers::dashboard::login(req, &env).await,
+            Route::DashboardLogout => match handlers::authenticate_admin_or_session(&req, &env) {
+                Ok(()) => handlers::dashboard::logout(&req),
+                Err(e) => Err(e),
+            },
             Route::MethodNotAllowed(allowed) => Err(GatewayError::MethodNotAllowed { allowed }),
             Route::NotFound => Err(GatewayError::NotFound),
             admin => handlers::admin::handle(req, &env, admin).await,
         };
-        Ok(result.unwrap_or_else(|e| {
+        let resp = result.unwrap_or_else(|e| {
             if anthropic {
                 crate::http::messages_error_response(&e, None)
             } else {
                 error_response(&e, None)
             }
-        }))
+        });
+        Ok(crate::obs::finish(resp, started, &method, &path))
+    }
+
+    /// The cron trigger: operational alerts, the weekly summary, retention
+    /// (see `handlers/cron.rs`). Its "now" is the event's scheduled time.
+    #[event(scheduled)]
+    async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a positive ms timestamp"
+        )]
+        let now = event.schedule().max(0.0) as u64;
+        handlers::cron::run(&env, now).await;
     }
 }

@@ -29,15 +29,36 @@ pub enum Route {
     AdminRequest(String),
     AdminConfig,
     AdminCache,
+    /// `GET /admin/usage[/series|/groups|/top]` (read-only; the dashboard's
+    /// session cookie is accepted here as well as the bearer token).
+    AdminUsage(UsageView),
+    /// `GET /dashboard` (`None`) or one of its files, e.g. `/dashboard/app.js`.
+    Dashboard(Option<String>),
+    /// `POST /dashboard/login`: checks the admin token itself.
+    DashboardLogin,
+    /// `POST /dashboard/logout`.
+    DashboardLogout,
     /// A known path with the wrong method; carries the allowed methods.
     MethodNotAllowed(&'static str),
     NotFound,
 }
 
+/// The usage API's views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageView {
+    Totals,
+    Series,
+    Groups,
+    Top,
+}
+
 impl Route {
     pub fn guard(&self) -> Guard {
         match self {
-            Self::Health | Self::NotFound | Self::MethodNotAllowed(_) => Guard::Public,
+            // The login form is public: it is where the admin token is checked.
+            Self::Health | Self::NotFound | Self::MethodNotAllowed(_) | Self::DashboardLogin => {
+                Guard::Public
+            }
             Self::ChatCompletions | Self::Embeddings | Self::Messages | Self::Models => {
                 Guard::VirtualKey
             }
@@ -51,7 +72,10 @@ impl Route {
             | Self::AdminRequests
             | Self::AdminRequest(_)
             | Self::AdminConfig
-            | Self::AdminCache => Guard::Admin,
+            | Self::AdminCache
+            | Self::AdminUsage(_)
+            | Self::Dashboard(_)
+            | Self::DashboardLogout => Guard::Admin,
         }
     }
 }
@@ -63,6 +87,18 @@ fn plain_id(s: &str) -> Option<String> {
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
     .then(|| s.to_owned())
+}
+
+/// Dashboard files are plain names: `app.js`, `app.css`, …
+fn asset_name(s: &str) -> Option<String> {
+    let (stem, ext) = s.rsplit_once('.')?;
+    let ok = !stem.is_empty()
+        && stem.len() <= 64
+        && stem
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && matches!(ext, "js" | "css" | "svg" | "png" | "ico" | "map");
+    ok.then(|| s.to_owned())
 }
 
 /// Routes by URL path only (never by `Host`). One trailing slash is ignored.
@@ -115,6 +151,17 @@ pub fn route(method: &str, path: &str) -> Route {
         },
         ["admin", "config"] => only("GET", Route::AdminConfig),
         ["admin", "cache"] => only("DELETE", Route::AdminCache),
+        ["admin", "usage"] => only("GET", Route::AdminUsage(UsageView::Totals)),
+        ["admin", "usage", "series"] => only("GET", Route::AdminUsage(UsageView::Series)),
+        ["admin", "usage", "groups"] => only("GET", Route::AdminUsage(UsageView::Groups)),
+        ["admin", "usage", "top"] => only("GET", Route::AdminUsage(UsageView::Top)),
+        ["dashboard"] => only("GET, HEAD", Route::Dashboard(None)),
+        ["dashboard", "login"] => only("POST", Route::DashboardLogin),
+        ["dashboard", "logout"] => only("POST", Route::DashboardLogout),
+        ["dashboard", file] => match asset_name(file) {
+            Some(f) => only("GET, HEAD", Route::Dashboard(Some(f))),
+            None => Route::NotFound,
+        },
         _ => Route::NotFound,
     }
 }
@@ -176,6 +223,13 @@ mod tests {
             ("GET", "/admin/projects/p"),
             ("PATCH", "/admin/projects/p"),
             ("GET", "/admin/projects/p/budget"),
+            ("GET", "/admin/usage"),
+            ("GET", "/admin/usage/series"),
+            ("GET", "/admin/usage/groups"),
+            ("GET", "/admin/usage/top"),
+            ("GET", "/dashboard"),
+            ("GET", "/dashboard/app.js"),
+            ("POST", "/dashboard/logout"),
         ];
         for (m, p) in paths {
             let r = route(m, p);
@@ -185,5 +239,32 @@ mod tests {
             }
         }
         assert_eq!(route("GET", "/healthz").guard(), Guard::Public);
+        assert_eq!(route("POST", "/dashboard/login").guard(), Guard::Public);
+    }
+
+    #[test]
+    fn dashboard_routes() {
+        assert_eq!(route("GET", "/dashboard/"), Route::Dashboard(None));
+        assert_eq!(
+            route("GET", "/dashboard/app.css"),
+            Route::Dashboard(Some("app.css".into()))
+        );
+        for bad in [
+            "/dashboard/../wrangler.toml",
+            "/dashboard/.env",
+            "/dashboard/a.toml",
+            "/dashboard/x/y.js",
+            "/dashboard/index.html",
+        ] {
+            assert_eq!(route("GET", bad), Route::NotFound, "{bad}");
+        }
+        assert_eq!(
+            route("GET", "/dashboard/login"),
+            Route::MethodNotAllowed("POST")
+        );
+        assert_eq!(
+            route("POST", "/admin/usage"),
+            Route::MethodNotAllowed("GET")
+        );
     }
 }

@@ -10,9 +10,10 @@ use crate::error::GatewayError;
 use crate::keys::KeyGrant;
 use crate::ledger::{
     RequestRow, SqlValue, INSERT_ATTEMPT_SQL, INSERT_GUARDRAIL_SQL, INSERT_REQUEST_SQL,
+    INSERT_ROLLUP_SQL,
 };
 
-fn js(v: &SqlValue) -> JsValue {
+pub(crate) fn js(v: &SqlValue) -> JsValue {
     match v {
         SqlValue::Null => JsValue::NULL,
         // Numbers go to D1 as JS numbers (exact below 2^53, far above any
@@ -398,7 +399,13 @@ pub async fn revoke_key(db: &D1Database, id: &str, now: u64) -> Result<(), Gatew
 pub async fn insert_request_row(db: &D1Database, row: &RequestRow) {
     let build = || -> worker::Result<Vec<worker::D1PreparedStatement>> {
         let values: Vec<JsValue> = row.bind_values().iter().map(js).collect();
-        let mut statements = vec![db.prepare(INSERT_REQUEST_SQL).bind(&values)?];
+        let rollup: Vec<JsValue> = row.rollup_values().iter().map(js).collect();
+        // The rollup must follow the request insert directly: it adds the
+        // request only if that insert added a row (`changes() = 1`).
+        let mut statements = vec![
+            db.prepare(INSERT_REQUEST_SQL).bind(&values)?,
+            db.prepare(INSERT_ROLLUP_SQL).bind(&rollup)?,
+        ];
         for a in &row.attempts {
             let values: Vec<JsValue> = a.bind_values(&row.request_id).iter().map(js).collect();
             statements.push(db.prepare(INSERT_ATTEMPT_SQL).bind(&values)?);

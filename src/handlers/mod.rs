@@ -6,11 +6,14 @@
 pub mod admin;
 pub mod budgets;
 pub mod circuits;
+pub mod cron;
+pub mod dashboard;
 pub mod guard;
 pub mod health;
 pub mod models;
 pub mod proxy;
 pub mod semantic;
+pub mod usage;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -171,5 +174,15 @@ pub fn authenticate_admin(req: &Request, env: &Env) -> Result<(), GatewayError> 
         _ => Err(GatewayError::Unauthorized {
             message: "Admin endpoints need 'Authorization: Bearer <ADMIN_TOKEN>'.",
         }),
+    }
+}
+
+/// The read-only usage views accept the bearer token or a dashboard session
+/// cookie (the browser's way in; see `session.rs`).
+pub fn authenticate_admin_or_session(req: &Request, env: &Env) -> Result<(), GatewayError> {
+    match authenticate_admin(req, env) {
+        Ok(()) => Ok(()),
+        Err(GatewayError::Unauthorized { .. }) if dashboard::has_session(req, env)? => Ok(()),
+        Err(e) => Err(e),
     }
 }

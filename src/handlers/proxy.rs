@@ -128,6 +128,9 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
             if let Some(d) = &after.route_decision {
                 set_header(resp.headers(), ROUTE_DECISION_HEADER, d);
             }
+            if let (Some(c), Some(b)) = (&gateway_config, &body) {
+                crate::obs::log_body(&c.logging, &request_id, "response_body", b);
+            }
             if let (Some(write), Some(body)) = (after.cache_write.take(), body) {
                 let env = env.clone();
                 let semantic_write = after.semantic_write.take();
@@ -189,6 +192,16 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
                         }
                     }
                     if let Ok(report) = report {
+                        if let (Some(c), Some(done)) = (&gateway_config, &report.summary.completion)
+                        {
+                            let text = serde_json::to_vec(done).unwrap_or_default();
+                            crate::obs::log_body(
+                                &c.logging,
+                                &row.request_id,
+                                "response_body",
+                                &text,
+                            );
+                        }
                         if let (Some(write), Some(completion)) =
                             (&after.cache_write, report.summary.completion.clone())
                         {
@@ -358,6 +371,7 @@ async fn proxy(
     let inline = inline_route(req, &config, grant)?;
     let raw = read_body_limited(req, config.limits.max_body_bytes).await?;
     after.prompt_bytes = raw.len() as u64;
+    crate::obs::log_body(&config.logging, &row.request_id, "request_body", &raw);
     // Checked in place, then taken apart: no copy of the body.
     let body = Value::Object(parse_json_object(&raw)?);
     check_json_safety(&body, config.limits.max_json_depth)?;
@@ -508,6 +522,10 @@ async fn proxy(
         }
         keep_body = Some(write.max_entry_bytes);
         after.cache_write = Some(write);
+    }
+    if config.logging.bodies {
+        // Keep a copy of the answer for the (redacted) body log.
+        keep_body = keep_body.or(Some(cache::DEFAULT_MAX_ENTRY_BYTES));
     }
     let shape = RequestShape {
         endpoint,

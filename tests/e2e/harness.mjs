@@ -106,9 +106,11 @@ function wireAiBinding(toml, dir, n, binding, mock, apiKey) {
  * @param {(gateway: object) => void} [opts.editConfig] change the GATEWAY config before start
  * @param {(toml: object) => void} [opts.editWrangler] change the Worker's wrangler config (e.g. add a service binding)
  * @param {object[]} [opts.extraWorkers] wrangler configs of stand-in Workers run alongside (`wrangler dev -c main -c extra…`); `main` is resolved against the repo root
- * @param {string} [opts.logLevel] wrangler's --log-level (bench/ uses 'warn': at 'info' every request is also logged through Node)
+ * @param {string} [opts.logLevel] wrangler's --log-level (bench/ uses 'warn': at 'info' every request is also logged through Node; `log` shows the Worker's console.log lines)
+ * @param {string[]} [opts.devArgs] extra `wrangler dev` flags (e.g. --test-scheduled)
+ * @param {string} [opts.seedSqlFile] SQL run against the local D1 after the migrations, before the Worker starts
  */
-export async function startStack({ providers = { openai: { apiKey: 'sk-test-openai-0000000000000000' } }, secrets = {}, editConfig, editWrangler, extraWorkers = [], logLevel = 'info' } = {}) {
+export async function startStack({ providers = { openai: { apiKey: 'sk-test-openai-0000000000000000' } }, secrets = {}, editConfig, editWrangler, extraWorkers = [], devArgs = [], logLevel = 'info', seedSqlFile } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-e2e-'));
   const mocks = {};
   for (const [name, p] of Object.entries(providers)) {
@@ -121,6 +123,7 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
   delete toml.build;
   toml.main = path.join(ROOT, toml.main);
   for (const db of toml.d1_databases) db.migrations_dir = path.join(ROOT, db.migrations_dir);
+  if (toml.assets) toml.assets.directory = path.join(ROOT, toml.assets.directory);
   const gateway = toml.vars.GATEWAY;
   const extraConfigs = [];
   for (const [name, p] of Object.entries(providers)) {
@@ -167,6 +170,7 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
   const persist = path.join(dir, 'state');
   const env = { ...process.env, WRANGLER_SEND_METRICS: 'false', NO_COLOR: '1', CI: 'true' };
   await run(['d1', 'migrations', 'apply', 'DB', '--local', '--persist-to', persist, '-c', configPath], { cwd: dir, env });
+  if (seedSqlFile) await run(['d1', 'execute', 'DB', '--local', '--persist-to', persist, '-c', configPath, '--file', seedSqlFile], { cwd: dir, env });
 
   let logs = '';
   /** Starts `wrangler dev` on fresh ports over the persisted state; resolves once /healthz answers. */
@@ -175,7 +179,7 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
     const inspectorPort = await freePort();
     const child = spawn(
       process.execPath,
-      [WRANGLER, 'dev', '-c', configPath, ...extraArgs, ...extraConfigs.flatMap((c) => ['-c', c]), '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspectorPort), '--persist-to', persist, '--log-level', logLevel, '--show-interactive-dev-session=false'],
+      [WRANGLER, 'dev', '-c', configPath, ...extraArgs, ...extraConfigs.flatMap((c) => ['-c', c]), '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspectorPort), '--persist-to', persist, '--log-level', logLevel, '--show-interactive-dev-session=false', ...devArgs],
       { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
     );
     child.stdout.on('data', (d) => (logs += d));
