@@ -98,6 +98,36 @@ fn limits_json(limits: &crate::budget::Limits) -> Result<String, GatewayError> {
     serde_json::to_string(limits).map_err(|_| GatewayError::Internal)
 }
 
+/// A PATCH body's `name`: absent → unchanged.
+fn patch_name(body: &Map<String, Value>) -> Result<Option<&str>, GatewayError> {
+    match body.get("name") {
+        None => Ok(None),
+        Some(Value::String(n)) => {
+            validate_name(n)?;
+            Ok(Some(n.as_str()))
+        }
+        Some(_) => Err(GatewayError::invalid_param(
+            "name",
+            "'name' must be a string.",
+        )),
+    }
+}
+
+/// A PATCH body's `limits`: absent → unchanged, `null` → lifted, else
+/// validated limits as stored JSON.
+fn patch_limits(body: &Map<String, Value>) -> Result<Option<Option<String>>, GatewayError> {
+    match body.get("limits") {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(v) => {
+            let l: crate::budget::Limits = serde_json::from_value(v.clone()).map_err(|e| {
+                GatewayError::invalid_param("limits", format!("Invalid limits: {e}."))
+            })?;
+            Ok(Some(Some(limits_json(&l)?)))
+        }
+    }
+}
+
 fn validate_name(name: &str) -> Result<(), GatewayError> {
     if name.trim().is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(GatewayError::invalid_param(
@@ -230,19 +260,7 @@ async fn update_key(req: &mut Request, env: &Env, id: &str) -> Result<Response, 
             ))
         }
     };
-    let name = match body.get("name") {
-        None => None,
-        Some(Value::String(n)) => {
-            validate_name(n)?;
-            Some(n.as_str())
-        }
-        Some(_) => {
-            return Err(GatewayError::invalid_param(
-                "name",
-                "'name' must be a string.",
-            ))
-        }
-    };
+    let name = patch_name(&body)?;
     let allowed_models = match body.get("allowed_models") {
         None => None,
         Some(Value::Null) => Some(None),
@@ -263,16 +281,7 @@ async fn update_key(req: &mut Request, env: &Env, id: &str) -> Result<Response, 
     store::get_key(&db, id)
         .await?
         .ok_or(GatewayError::ResourceNotFound { what: "key" })?;
-    let limits = match body.get("limits") {
-        None => None,
-        Some(Value::Null) => Some(None),
-        Some(v) => {
-            let l: crate::budget::Limits = serde_json::from_value(v.clone()).map_err(|e| {
-                GatewayError::invalid_param("limits", format!("Invalid limits: {e}."))
-            })?;
-            Some(Some(limits_json(&l)?))
-        }
-    };
+    let limits = patch_limits(&body)?;
     let cache_policy = match body.get("cache") {
         None => None,
         Some(Value::Null) => Some(None),
@@ -486,29 +495,8 @@ async fn update_project(req: &mut Request, env: &Env, id: &str) -> Result<Respon
             format!("Unknown field '{unknown}'; only name and limits can be changed."),
         ));
     }
-    let name = match body.get("name") {
-        None => None,
-        Some(Value::String(n)) => {
-            validate_name(n)?;
-            Some(n.as_str())
-        }
-        Some(_) => {
-            return Err(GatewayError::invalid_param(
-                "name",
-                "'name' must be a string.",
-            ))
-        }
-    };
-    let limits = match body.get("limits") {
-        None => None,
-        Some(Value::Null) => Some(None),
-        Some(v) => {
-            let l: crate::budget::Limits = serde_json::from_value(v.clone()).map_err(|e| {
-                GatewayError::invalid_param("limits", format!("Invalid limits: {e}."))
-            })?;
-            Some(Some(limits_json(&l)?))
-        }
-    };
+    let name = patch_name(&body)?;
+    let limits = patch_limits(&body)?;
     let db = database(env)?;
     store::get_project(&db, id)
         .await?
