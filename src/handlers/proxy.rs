@@ -1347,29 +1347,15 @@ async fn http_attempt(
         } else {
             observer
         };
-        let remaining = t
-            .ttfb_ms
-            .saturating_sub(now_ms().saturating_sub(attempt_started))
-            .max(1);
-        let first = match within(
-            remaining,
-            upstream::first_output(source, observer, &call.provider),
+        let (first, controller) = first_output_within(
+            source,
+            observer,
+            &call.provider,
+            t.ttfb_ms
+                .saturating_sub(now_ms().saturating_sub(attempt_started)),
+            controller,
         )
-        .await
-        {
-            None => {
-                controller.abort();
-                return Err((
-                    Failure::Timeout(TimeoutKind::Ttfb),
-                    timeout(TimeoutKind::Ttfb),
-                ));
-            }
-            Some(Err(e)) => {
-                controller.abort();
-                return Err((failure_of(&e), e));
-            }
-            Some(Ok(first)) => first,
-        };
+        .await?;
         let encoder = stream_encoder(row, pass_through);
         let answer = stream_answer(first, started, t.idle_ms, Some(controller), encoder)
             .map_err(|e| (Failure::BadResponse, e))?;
@@ -1481,29 +1467,15 @@ async fn binding_attempt(
             Some(max) => pipeline.with_accumulator(max),
             None => pipeline,
         };
-        let remaining = t
-            .ttfb_ms
-            .saturating_sub(now_ms().saturating_sub(attempt_started))
-            .max(1);
-        let first = match within(
-            remaining,
-            upstream::first_output(source, pipeline, &call.provider),
+        let (first, controller) = first_output_within(
+            source,
+            pipeline,
+            &call.provider,
+            t.ttfb_ms
+                .saturating_sub(now_ms().saturating_sub(attempt_started)),
+            controller,
         )
-        .await
-        {
-            None => {
-                controller.abort();
-                return Err((
-                    Failure::Timeout(TimeoutKind::Ttfb),
-                    timeout(TimeoutKind::Ttfb),
-                ));
-            }
-            Some(Err(e)) => {
-                controller.abort();
-                return Err((failure_of(&e), e));
-            }
-            Some(Ok(first)) => first,
-        };
+        .await?;
         let encoder = stream_encoder(row, false);
         let answer = stream_answer(first, started, t.idle_ms, Some(controller), encoder)
             .map_err(|e| (Failure::BadResponse, e))?;
@@ -1580,6 +1552,40 @@ fn stream_encoder(row: &RequestRow, pass_through: bool) -> Option<StreamEncoder>
         Endpoint::Messages if pass_through => Some(StreamEncoder::native(id)),
         Endpoint::Messages => Some(StreamEncoder::new(id)),
         _ => None,
+    }
+}
+
+/// A stream's first output for the client within what is left of the TTFB
+/// limit (with the controller back, for the rest of the stream); on a
+/// timeout or a failure the upstream call is aborted.
+async fn first_output_within(
+    source: ByteSource,
+    pipeline: StreamPipeline,
+    provider: &str,
+    remaining_ms: u64,
+    controller: AbortController,
+) -> Result<(upstream::FirstOutput, AbortController), (Failure, GatewayError)> {
+    match within(
+        remaining_ms.max(1),
+        upstream::first_output(source, pipeline, provider),
+    )
+    .await
+    {
+        None => {
+            controller.abort();
+            Err((
+                Failure::Timeout(TimeoutKind::Ttfb),
+                GatewayError::UpstreamTimeout {
+                    provider: provider.to_owned(),
+                    kind: TimeoutKind::Ttfb.as_str(),
+                },
+            ))
+        }
+        Some(Err(e)) => {
+            controller.abort();
+            Err((failure_of(&e), e))
+        }
+        Some(Ok(first)) => Ok((first, controller)),
     }
 }
 
