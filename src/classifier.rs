@@ -102,7 +102,9 @@ pub fn request_body(turn: &str) -> Map<String, Value> {
 /// with surrounding whitespace, quotes or one final period allowed; anything
 /// else (a sentence, two names, an empty answer) is `None`.
 pub fn parse(answer: &str) -> Option<Tier> {
-    let t = answer.trim().trim_matches(|c| c == '"' || c == '\'' || c == '`');
+    let t = answer
+        .trim()
+        .trim_matches(|c| c == '"' || c == '\'' || c == '`');
     let t = t.strip_suffix('.').unwrap_or(t).trim();
     match t.to_ascii_lowercase().as_str() {
         "simple" => Some(Tier::Simple),

@@ -264,6 +264,89 @@ impl SampleRow {
     }
 }
 
+/// `WHERE …` over `quality_samples` for a usage filter (the time range,
+/// key, provider and `provider/model` of the answering link; `feature` does
+/// not apply). Fixed fragments only; every value is bound.
+fn samples_where(f: &crate::analytics::Filter, values: &mut Vec<SqlValue>) -> String {
+    let mut push = |v: SqlValue| {
+        values.push(v);
+        values.len()
+    };
+    let int = |v: u64| SqlValue::Int(i64::try_from(v).unwrap_or(i64::MAX));
+    let from = push(int(f.from_ms));
+    let to = push(int(f.to_ms));
+    let mut sql = format!("created_at >= ?{from} AND created_at < ?{to}");
+    if let Some(k) = &f.key_id {
+        let n = push(SqlValue::Text(k.clone()));
+        sql.push_str(&format!(" AND key_id = ?{n}"));
+    }
+    let (provider, model) = match f.model.as_deref().and_then(|m| m.split_once('/')) {
+        Some((p, m)) => (Some(p.to_owned()), Some(m.to_owned())),
+        None => (f.provider.clone(), f.model.clone()),
+    };
+    if let Some(p) = provider {
+        let n = push(SqlValue::Text(p));
+        sql.push_str(&format!(" AND provider = ?{n}"));
+    }
+    if let Some(m) = model {
+        let n = push(SqlValue::Text(m));
+        sql.push_str(&format!(" AND model = ?{n}"));
+    }
+    sql
+}
+
+/// Columns every quality view reports: samples, scored samples, failed
+/// reference calls, mean agreement (0-1, `NULL` without a score), samples
+/// at or above 0.5, and what the reference calls cost.
+const SAMPLE_METRICS: &str = "COUNT(*) AS samples, COUNT(agreement) AS scored, \
+    SUM(error IS NOT NULL) AS errors, AVG(agreement) / 1000000.0 AS mean_agreement, \
+    COALESCE(SUM(agreement >= 500000), 0) AS agreeing, \
+    COALESCE(SUM(reference_cost_micros), 0) AS reference_cost_micros";
+
+/// The statements of `GET /admin/usage/quality`: per answering model and
+/// reference; the same per time bucket; the latest samples (ids and
+/// scores, never text).
+pub fn usage_sql(
+    f: &crate::analytics::Filter,
+    bucket_ms: u64,
+    limit: u32,
+) -> [crate::analytics::Statement; 3] {
+    use crate::analytics::Statement;
+    let mut v = Vec::new();
+    let w = samples_where(f, &mut v);
+    let by_model = Statement {
+        sql: format!(
+            "SELECT provider || '/' || model AS model, reference, {SAMPLE_METRICS} \
+             FROM quality_samples WHERE {w} GROUP BY 1, 2 ORDER BY samples DESC, model LIMIT 200"
+        ),
+        values: v.clone(),
+    };
+    let mut sv = v.clone();
+    sv.push(SqlValue::Int(i64::try_from(bucket_ms).unwrap_or(i64::MAX)));
+    let b = sv.len();
+    // D1 binds JS numbers as REAL: integer division needs the cast.
+    let series = Statement {
+        sql: format!(
+            "SELECT (created_at / CAST(?{b} AS INTEGER)) * CAST(?{b} AS INTEGER) AS t, \
+             provider || '/' || model AS model, {SAMPLE_METRICS} \
+             FROM quality_samples WHERE {w} GROUP BY 1, 2 ORDER BY t, model LIMIT 5000"
+        ),
+        values: sv,
+    };
+    v.push(SqlValue::Int(i64::from(limit)));
+    let n = v.len();
+    let recent = Statement {
+        sql: format!(
+            "SELECT request_id, created_at, key_id, route, provider || '/' || model AS model, \
+             reference, agreement / 1000000.0 AS agreement, method, error, reference_request_id, \
+             reference_cost_micros, reference_latency_ms \
+             FROM quality_samples WHERE {w} ORDER BY created_at DESC, request_id LIMIT ?{n}"
+        ),
+        values: v,
+    };
+    [by_model, series, recent]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,9 +361,11 @@ mod tests {
     }
 
     fn call(name: &str, args: &str) -> AssistantMessage {
-        msg(json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": name, "arguments": args}}
-        ]}))
+        msg(
+            json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": name, "arguments": args}}
+            ]}),
+        )
     }
 
     #[test]
@@ -375,8 +460,10 @@ mod tests {
 
     #[test]
     fn sensitive_traffic_is_recognised_and_the_reference_request_is_plain() {
-        let mut p = GuardrailPolicy::default();
-        p.max_input_tokens = Some(100);
+        let mut p = GuardrailPolicy {
+            max_input_tokens: Some(100),
+            ..Default::default()
+        };
         assert!(!guardrails_active(&p), "limits alone are not detectors");
         p.input.insert("email".into(), Action::Off);
         assert!(!guardrails_active(&p));
@@ -385,7 +472,32 @@ mod tests {
         let body = json!({"model": "m", "messages": [], "stream": true,
             "stream_options": {"include_usage": true}, "n": 3, "temperature": 0});
         let r = reference_body(body.as_object().unwrap());
-        assert_eq!(Value::Object(r), json!({"model": "m", "messages": [], "temperature": 0}));
+        assert_eq!(
+            Value::Object(r),
+            json!({"model": "m", "messages": [], "temperature": 0})
+        );
+    }
+
+    #[test]
+    fn usage_statements_bind_every_value() {
+        let f = crate::analytics::Filter {
+            from_ms: 10,
+            to_ms: 20,
+            key_id: Some("key_1".into()),
+            model: Some("openai/mini".into()),
+            ..Default::default()
+        };
+        let [by_model, series, recent] = usage_sql(&f, 3_600_000, 20);
+        assert_eq!(by_model.values.len(), 5);
+        assert!(by_model
+            .sql
+            .contains("key_id = ?3 AND provider = ?4 AND model = ?5"));
+        assert_eq!(series.values.len(), 6);
+        assert!(series.sql.contains("CAST(?6 AS INTEGER)"));
+        assert_eq!(recent.values[5], SqlValue::Int(20));
+        assert!(recent.sql.ends_with("LIMIT ?6"));
+        let [all, ..] = usage_sql(&crate::analytics::Filter::default(), 1, 1);
+        assert_eq!(all.values.len(), 2);
     }
 
     #[test]

@@ -286,10 +286,7 @@ fn expand_route(
                 let base = explained.strip_suffix(')').unwrap_or(&explained);
                 (assessment.tier, format!("{base};{why})"))
             }
-            None => (
-                assessment.tier,
-                crate::complexity::explain(&assessment),
-            ),
+            None => (assessment.tier, crate::complexity::explain(&assessment)),
         };
         // The assessed tier, then harder tiers (ascending), then easier ones.
         let rank = |t: &TargetConfig| {
