@@ -17,10 +17,14 @@
 // is the classifier, `small` / `frontier` are the complexity tiers.
 
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import OpenAI from 'openai';
+import { chromium } from 'playwright-core';
 
-import { startStack } from './harness.mjs';
+import { ROOT, startStack } from './harness.mjs';
 
 const OPENAI_KEY = 'sk-test-openai-quality-00000000000000';
 let stack;
@@ -227,5 +231,49 @@ describe('complexity classifier model', () => {
     stack.mocks.openai.enqueue({ match: { model: 'judge' }, body: completion('judge', 'This looks complex to me.') });
     const { response } = await ask('tiered', "Translate 'good morning' to French.");
     assert.match(response.headers.get('x-tollgate-route-decision'), /;model unparseable\) openai\/small$/);
+  });
+});
+
+describe('dashboard panel (headless Chromium)', () => {
+  test('the quality panel shows the samples per model and draws agreement over time', async () => {
+    const api = await stack.admin('GET', '/admin/usage/quality');
+    const cheap = api.json.models.find((m) => m.model === 'openai/cheap');
+    assert.ok(cheap && cheap.samples >= 4, JSON.stringify(api.json.models));
+    const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-chromium-'));
+    const context = await chromium.launchPersistentContext(profile, {
+      executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      viewport: { width: 1366, height: 900 },
+    });
+    try {
+      const page = context.pages()[0] ?? (await context.newPage());
+      await page.goto(`${stack.url}/dashboard`);
+      await page.fill('#token', stack.adminToken);
+      await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+      await page.waitForFunction(() => Number(document.body.dataset.loaded ?? 0) >= 1, null, { timeout: 15_000 });
+      const rows = await page.locator('#t-quality tbody tr').evaluateAll((trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
+      const shown = rows.find((r) => r[0] === 'openai/cheap');
+      assert.ok(shown, JSON.stringify(rows));
+      assert.equal(shown[1], 'openai/gpt-4o');
+      assert.equal(Number(shown[2]), cheap.samples);
+      assert.equal(shown[3], cheap.mean_agreement.toFixed(3));
+      assert.equal(Number(shown[5]), cheap.errors);
+      const drawn = await page.locator('#ch-quality').evaluate((el) => {
+        const c = el.querySelector('canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+        return { inked: n, legend: el.textContent };
+      });
+      assert.ok(drawn.inked > 200, JSON.stringify(drawn));
+      assert.match(drawn.legend, /openai\/cheap/);
+      const artifacts = path.join(ROOT, 'tests', 'artifacts');
+      fs.mkdirSync(artifacts, { recursive: true });
+      await page.locator('#quality').screenshot({ path: path.join(artifacts, 'dashboard-quality.png') });
+    } finally {
+      await context.close();
+      fs.rmSync(profile, { recursive: true, force: true });
+    }
   });
 });
