@@ -153,6 +153,30 @@ function renderTop(top) {
   if (!top.data.length) body.append(row(['No priced requests in this range'], ['empty']));
 }
 
+// Quality sampling (issue 12): mean agreement per answering model over time,
+// and per model/reference pair. Only keys, models and time filter it.
+function renderQuality(q, from, to) {
+  const body = $('t-quality').querySelector('tbody');
+  body.replaceChildren();
+  for (const m of q.models) {
+    const tr = row([m.model, m.reference, num(m.samples), m.mean_agreement == null ? '–' : m.mean_agreement.toFixed(3), num(m.agreeing), num(m.errors), usd(m.reference_cost_micros)]);
+    tr.dataset.model = m.model;
+    body.append(tr);
+  }
+  if (!q.models.length) body.append(row(['No quality samples in this range'], ['empty']));
+  const models = [...new Set(q.points.map((p) => p.model))].slice(0, 6);
+  const step = q.bucket_ms;
+  const xs = [];
+  for (let t = Math.floor(from / step) * step; t < to; t += step) xs.push(t);
+  for (const p of q.points) if (!xs.includes(p.t)) xs.push(p.t);
+  xs.sort((a, b) => a - b);
+  const at = new Map(q.points.map((p) => [`${p.t} ${p.model}`, p.mean_agreement]));
+  const colors = ['#2f5bea', '#1a9c6b', '#d33a2c', '#a35bd6', '#e38a1c', '#1c2230'];
+  chart('ch-quality', models.map((m, i) => ({ label: m, stroke: colors[i], width: 2, spanGaps: true, points: { show: true } })),
+    [xs.map((t) => t / 1000), ...models.map((m) => xs.map((t) => at.get(`${t} ${m}`) ?? null))],
+    [from / 1000, to / 1000], (v) => v.toFixed(2));
+}
+
 function fillSelect(id, groups, current, label) {
   const sel = $(id);
   const keep = current ?? sel.value;
@@ -189,9 +213,13 @@ async function load() {
     fillSelect('f-key', keys.groups, null, 'All keys');
     fillSelect('f-model', models.groups, null, 'All models');
     fillSelect('f-feature', features.groups, null, 'All features');
-    const users = await api('/groups', params({ by: 'user', limit: '20' }));
+    const [users, quality] = await Promise.all([
+      api('/groups', params({ by: 'user', limit: '20' })),
+      api('/quality', params({ bucket, limit: '1' })),
+    ]);
     if (my !== loading) return;
     renderGroup(USERS[0], USERS[1], users);
+    renderQuality(quality, totals.from, totals.to);
     status.textContent = `Updated ${new Date().toLocaleTimeString()} · ${new Date(totals.from).toISOString().slice(0, 16).replace('T', ' ')} – ${new Date(totals.to).toISOString().slice(0, 16).replace('T', ' ')} UTC`;
     document.body.dataset.loaded = String(my);
   } catch (e) {

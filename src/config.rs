@@ -324,6 +324,14 @@ pub struct RouteConfig {
     /// This route's guardrails (over the key's and the global ones).
     #[serde(default)]
     pub guardrails: Option<crate::guardrails::GuardrailPolicy>,
+    /// Quality sampling (`quality.rs`): a share of this route's answers is
+    /// also asked of a reference model in the background; off when absent.
+    #[serde(default)]
+    pub quality_sampling: Option<crate::quality::QualitySampling>,
+    /// `complexity` only: ask a small model for the tier first
+    /// (`classifier.rs`); the heuristics decide when it does not answer in time.
+    #[serde(default)]
+    pub classifier: Option<crate::classifier::ClassifierConfig>,
 }
 
 /// One target of a route: a model, or another route.
@@ -805,6 +813,12 @@ impl GatewayConfig {
 
 impl GatewayConfig {
     /// Problems with one route (also used for a request's inline route).
+    /// Whether `model` (an alias or `provider/model`) names a configured provider's model.
+    fn names_configured_model(&self, model: &str) -> bool {
+        let qualified = self.models.get(model).map_or(model, String::as_str);
+        matches!(qualified.split_once('/'), Some((p, m)) if !m.is_empty() && self.providers.contains_key(p))
+    }
+
     pub fn validate_route(&self, at: &str, route: &RouteConfig) -> Vec<String> {
         let mut errors = Vec::new();
         if route.targets.is_empty() || route.targets.len() > 16 {
@@ -852,6 +866,29 @@ impl GatewayConfig {
         }
         if route.stale_after_ms.is_some_and(|ms| ms < 1_000) {
             errors.push(format!("{at}.stale_after_ms: at least 1000"));
+        }
+        if let Some(q) = &route.quality_sampling {
+            let at = format!("{at}.quality_sampling");
+            errors.extend(q.validate(&at));
+            if !self.names_configured_model(&q.reference) {
+                errors.push(format!(
+                    "{at}.reference: '{}' is neither an alias nor 'provider/model' with a configured provider",
+                    q.reference
+                ));
+            }
+        }
+        if let Some(c) = &route.classifier {
+            let at = format!("{at}.classifier");
+            errors.extend(c.validate(&at));
+            if route.strategy != Strategy::Complexity {
+                errors.push(format!("{at}: only complexity routes use a classifier"));
+            }
+            if !self.names_configured_model(&c.model) {
+                errors.push(format!(
+                    "{at}.model: '{}' is neither an alias nor 'provider/model' with a configured provider",
+                    c.model
+                ));
+            }
         }
         let last = route.targets.len().saturating_sub(1);
         for (i, t) in route.targets.iter().enumerate() {

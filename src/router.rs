@@ -50,6 +50,8 @@ pub enum UsageView {
     Series,
     Groups,
     Top,
+    /// `/admin/usage/quality`: quality-sampling agreement (issue 12).
+    Quality,
 }
 
 impl Route {
@@ -155,6 +157,7 @@ pub fn route(method: &str, path: &str) -> Route {
         ["admin", "usage", "series"] => only("GET", Route::AdminUsage(UsageView::Series)),
         ["admin", "usage", "groups"] => only("GET", Route::AdminUsage(UsageView::Groups)),
         ["admin", "usage", "top"] => only("GET", Route::AdminUsage(UsageView::Top)),
+        ["admin", "usage", "quality"] => only("GET", Route::AdminUsage(UsageView::Quality)),
         ["dashboard"] => only("GET, HEAD", Route::Dashboard(None)),
         ["dashboard", "login"] => only("POST", Route::DashboardLogin),
         ["dashboard", "logout"] => only("POST", Route::DashboardLogout),
@@ -227,6 +230,7 @@ mod tests {
             ("GET", "/admin/usage/series"),
             ("GET", "/admin/usage/groups"),
             ("GET", "/admin/usage/top"),
+            ("GET", "/admin/usage/quality"),
             ("GET", "/dashboard"),
             ("GET", "/dashboard/app.js"),
             ("POST", "/dashboard/logout"),

@@ -77,6 +77,9 @@ pub struct RequestFacts<'a> {
     /// The share of the key's tightest budget already used (the `budget`
     /// strategy); `None` when the key has no budget.
     pub budget_used: Option<f64>,
+    /// The classifier model's verdict, for `complexity` routes that have a
+    /// `classifier` (`None`: not asked).
+    pub classified: Option<crate::classifier::Verdict>,
 }
 
 /// A link's live latency statistic by `provider/model` (`None`: unmeasured).
@@ -92,7 +95,13 @@ impl<'a> RequestFacts<'a> {
             latency_of: None,
             now_ms: 0,
             budget_used: None,
+            classified: None,
         }
+    }
+
+    pub fn with_classified(mut self, verdict: Option<crate::classifier::Verdict>) -> Self {
+        self.classified = verdict;
+        self
     }
 
     pub fn with_budget_used(mut self, used: Option<f64>) -> Self {
@@ -267,7 +276,18 @@ fn expand_route(
             .and_then(Value::as_array)
             .is_some_and(|t| !t.is_empty());
         let assessment = crate::complexity::assess(messages, tools);
-        let wanted = assessment.tier;
+        // A classifier model's tier wins; without one (or when it failed)
+        // the heuristics decide, and the header says why.
+        let verdict = route.classifier.as_ref().and(facts.classified);
+        let (wanted, label) = match verdict {
+            Some(crate::classifier::Verdict::Model(tier)) => (tier, format!("{tier}(model)")),
+            Some(crate::classifier::Verdict::Heuristic(why)) => {
+                let explained = crate::complexity::explain(&assessment);
+                let base = explained.strip_suffix(')').unwrap_or(&explained);
+                (assessment.tier, format!("{base};{why})"))
+            }
+            None => (assessment.tier, crate::complexity::explain(&assessment)),
+        };
         // The assessed tier, then harder tiers (ascending), then easier ones.
         let rank = |t: &TargetConfig| {
             let tier = t.tier.unwrap_or(crate::complexity::Tier::Complex);
@@ -288,13 +308,8 @@ fn expand_route(
         expand_route(config, &ordered, facts, random, depth + 1, &mut chosen)?;
         out.decisions.extend(chosen.decisions);
         out.decisions.push(match chosen.links.first() {
-            Some(l) => format!(
-                "complexity:{} {}/{}",
-                crate::complexity::explain(&assessment),
-                l.provider,
-                l.model
-            ),
-            None => format!("complexity:{}", crate::complexity::explain(&assessment)),
+            Some(l) => format!("complexity:{label} {}/{}", l.provider, l.model),
+            None => format!("complexity:{label}"),
         });
         out.links.extend(chosen.links);
         return Ok(());
@@ -386,6 +401,35 @@ pub fn uses_budget_strategy(
     inline
         .or_else(|| config.routes.get(requested))
         .is_some_and(|r| walk(config, r, 0))
+}
+
+/// The first `complexity` route with a `classifier` a request for
+/// `requested` may reach (then the handler asks the classifier model before
+/// routing; other requests pay nothing for it).
+pub fn classifier_for<'a>(
+    config: &'a GatewayConfig,
+    requested: &str,
+    inline: Option<&'a RouteConfig>,
+) -> Option<&'a crate::classifier::ClassifierConfig> {
+    fn walk<'a>(
+        config: &'a GatewayConfig,
+        route: &'a RouteConfig,
+        depth: usize,
+    ) -> Option<&'a crate::classifier::ClassifierConfig> {
+        if depth >= MAX_ROUTE_DEPTH {
+            return None;
+        }
+        if route.strategy == Strategy::Complexity {
+            if let Some(c) = &route.classifier {
+                return Some(c);
+            }
+        }
+        route.targets.iter().find_map(|t| {
+            let nested = config.routes.get(t.route.as_ref()?)?;
+            walk(config, nested, depth + 1)
+        })
+    }
+    walk(config, inline.or_else(|| config.routes.get(requested))?, 0)
 }
 
 /// The `cost` strategy: drops the links whose model cannot serve the request
@@ -902,6 +946,78 @@ mod tests {
             "routes": {"t": {"strategy": "complexity", "targets": [{"model": "openai/a"}]}}
         }));
         assert!(bad.is_err(), "a complexity target needs a tier");
+    }
+
+    #[test]
+    fn a_classifier_verdict_overrides_the_heuristics_and_says_so() {
+        let c = GatewayConfig::from_json(json!({
+            "providers": {"openai": {}},
+            "routes": {
+                "tiered": {"strategy": "complexity",
+                    "classifier": {"model": "openai/judge", "deadline_ms": 200},
+                    "targets": [
+                        {"model": "openai/small", "tier": "simple"},
+                        {"model": "openai/frontier", "tier": "complex"}
+                    ]},
+                "outer": {"strategy": "fallback", "targets": [{"route": "tiered"}]},
+                "plain": {"strategy": "complexity", "targets": [
+                    {"model": "openai/small", "tier": "simple"}
+                ]}
+            }
+        }))
+        .unwrap();
+        let body = json!({"messages": [{"role": "user", "content": "Translate 'hi' to French."}]})
+            .as_object()
+            .unwrap()
+            .clone();
+        let plan = |v: Option<crate::classifier::Verdict>| {
+            let facts = RequestFacts::new(None, &body).with_classified(v);
+            plan_route(&c, "tiered", None, &facts, &mut || 0.0).unwrap()
+        };
+        let p = plan(Some(crate::classifier::Verdict::Model(
+            crate::complexity::Tier::Complex,
+        )));
+        assert_eq!(names(&p.links), ["openai/frontier", "openai/small"]);
+        assert_eq!(p.decisions, ["complexity:complex(model) openai/frontier"]);
+        let p = plan(Some(crate::classifier::Verdict::Heuristic("model timeout")));
+        assert_eq!(names(&p.links), ["openai/small", "openai/frontier"]);
+        assert!(
+            p.decisions[0].starts_with("complexity:simple(score=")
+                && p.decisions[0].ends_with(";model timeout) openai/small"),
+            "{:?}",
+            p.decisions
+        );
+        let p = plan(None);
+        assert!(!p.decisions[0].contains("model"), "{:?}", p.decisions);
+        assert_eq!(
+            classifier_for(&c, "outer", None).map(|k| k.model.as_str()),
+            Some("openai/judge")
+        );
+        assert!(classifier_for(&c, "plain", None).is_none());
+        assert!(classifier_for(&c, "openai/small", None).is_none());
+        for bad in [
+            json!({"strategy": "fallback", "classifier": {"model": "openai/j"},
+                "targets": [{"model": "openai/a"}]}),
+            json!({"strategy": "complexity", "classifier": {"model": "nope/j"},
+                "targets": [{"model": "openai/a", "tier": "simple"}]}),
+            json!({"strategy": "complexity", "classifier": {"model": "openai/j", "deadline_ms": 0},
+                "targets": [{"model": "openai/a", "tier": "simple"}]}),
+            json!({"strategy": "fallback", "targets": [{"model": "openai/a"}],
+                "quality_sampling": {"fraction": 2, "reference": "openai/gpt-4o"}}),
+            json!({"strategy": "fallback", "targets": [{"model": "openai/a"}],
+                "quality_sampling": {"fraction": 0.5, "reference": "gpt-4o"}}),
+        ] {
+            let cfg = GatewayConfig::from_json(json!({
+                "providers": {"openai": {}}, "routes": {"r": bad.clone()}
+            }));
+            assert!(cfg.is_err(), "{bad}");
+        }
+        assert!(GatewayConfig::from_json(json!({
+            "providers": {"openai": {}}, "models": {"ref": "openai/gpt-4o"},
+            "routes": {"r": {"strategy": "fallback", "targets": [{"model": "openai/a"}],
+                "quality_sampling": {"fraction": 0.5, "reference": "ref"}}}
+        }))
+        .is_ok());
     }
 
     #[test]

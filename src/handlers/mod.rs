@@ -12,6 +12,7 @@ pub mod guard;
 pub mod health;
 pub mod models;
 pub mod proxy;
+pub mod quality;
 pub mod semantic;
 pub mod usage;
 

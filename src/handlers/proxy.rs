@@ -103,6 +103,10 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
         ctx.wait_until(async move { circuits::sync(&env, &attempts, now_ms(), policy).await });
     }
     let db = database(&env);
+    if let (Some(call), Ok(db)) = (after.classifier_row.take(), database(&env)) {
+        let config = gateway_config.clone();
+        ctx.wait_until(super::quality::write_overhead_row(db, config, call));
+    }
     if let (Some(shadow), Ok(db)) = (after.shadow.take(), database(&env)) {
         let request_id = row.request_id.clone();
         let key_id = row.key_id.clone();
@@ -122,6 +126,12 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
     }
     match result {
         Ok(Answer::Complete(resp, body)) => {
+            // A quality sample: the answer is complete, so compare it in the background.
+            let sample = after.quality.take().and_then(|plan| {
+                let source = super::quality::SampleSource::of(&row, &plan)?;
+                let answer = body.as_deref().and_then(first_message)?;
+                Some((plan, source, answer))
+            });
             if let Some(h) = &cache_header {
                 set_header(resp.headers(), CACHE_HEADER, h);
             }
@@ -163,6 +173,13 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
                 row.usage = Some(unreported_usage(prompt, completion, after.prompt_bytes, 0));
                 row.usage_estimated = true;
             }
+            if let (Some((plan, source, answer)), Some(c), Ok(db)) =
+                (sample, &gateway_config, database(&env))
+            {
+                let run =
+                    super::quality::run_sample(env.clone(), db, c.clone(), plan, source, answer);
+                ctx.wait_until(run);
+            }
             if let Ok(db) = db {
                 ctx.wait_until(finish_row(
                     env,
@@ -191,6 +208,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
                             row.guardrails.extend(tally.events("output"));
                         }
                     }
+                    let mut assembled = None;
                     if let Ok(report) = report {
                         if let (Some(c), Some(done)) = (&gateway_config, &report.summary.completion)
                         {
@@ -241,11 +259,27 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
                             _ => None,
                         };
                         row.latency_ms = report.ended_at_ms.saturating_sub(started);
+                        if after.quality.is_some() {
+                            assembled = report.summary.completion;
+                        }
                     } else {
                         row.outcome = Outcome::ClientAborted;
                         row.latency_ms = now_ms().saturating_sub(started);
                     }
-                    finish_row(env, db, gateway_config, after.budget_held, row).await;
+                    // A quality sample of a stream: the assembled answer, once complete.
+                    let sample = after.quality.take().and_then(|plan| {
+                        let source = super::quality::SampleSource::of(&row, &plan)?;
+                        let answer = assembled?.choices.into_iter().next()?.message;
+                        Some((plan, source, answer))
+                    });
+                    let quality_db = sample.as_ref().and_then(|_| database(&env).ok());
+                    let config = gateway_config.clone();
+                    finish_row(env.clone(), db, gateway_config, after.budget_held, row).await;
+                    if let (Some((plan, source, answer)), Some(c), Some(qdb)) =
+                        (sample, config, quality_db)
+                    {
+                        super::quality::run_sample(env, qdb, c, plan, source, answer).await;
+                    }
                 });
             }
             resp
@@ -270,6 +304,12 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
             resp
         }
     }
+}
+
+/// The first choice's message of a complete chat answer (canonical JSON).
+fn first_message(body: &[u8]) -> Option<crate::openai::AssistantMessage> {
+    let c: crate::openai::ChatCompletion = serde_json::from_slice(body).ok()?;
+    c.choices.into_iter().next().map(|choice| choice.message)
 }
 
 /// After the response: price the row, settle the request's reservation in
@@ -335,6 +375,10 @@ fn inline_route(
     if route.guardrails.is_some() {
         // Guardrails are the operator's; a client's route cannot loosen them.
         return Err(bad("cannot set guardrails.".to_owned()));
+    }
+    if route.quality_sampling.is_some() || route.classifier.is_some() {
+        // Both call another model on the operator's account.
+        return Err(bad("cannot set quality_sampling or classifier.".to_owned()));
     }
     let errors = config.validate_route("route", &route);
     if !errors.is_empty() {
@@ -431,10 +475,22 @@ async fn proxy(
     let price_of = |provider: &str, model: &str| {
         crate::handlers::lookup_price(&config, provider, model).map(|(p, _)| p)
     };
+    // Only a complexity route with a classifier model pays for the call,
+    // bounded by its deadline.
+    let classified = match crate::routing::classifier_for(&config, &model, inline.as_ref()) {
+        Some(c) => {
+            let (verdict, call_row) =
+                super::quality::classify(env, &config, c, &body, &row.request_id, &grant.id).await;
+            after.classifier_row = call_row;
+            Some(verdict)
+        }
+        None => None,
+    };
     let facts = RequestFacts::new(metadata.as_ref(), &body)
         .with_cost(after.prompt_bytes, &price_of)
         .with_latency(now_ms(), &latency_of)
-        .with_budget_used(budget_used);
+        .with_budget_used(budget_used)
+        .with_classified(classified);
     let mut random = random_unit;
     let plan = plan_route(&config, &model, inline.as_ref(), &facts, &mut random)?;
     if !plan.decisions.is_empty() {
@@ -527,6 +583,19 @@ async fn proxy(
         // Keep a copy of the answer for the (redacted) body log.
         keep_body = keep_body.or(Some(cache::DEFAULT_MAX_ENTRY_BYTES));
     }
+    after.quality = super::quality::plan_sample(
+        &config,
+        grant,
+        &model,
+        route,
+        endpoint,
+        &body,
+        random_unit(),
+    );
+    if after.quality.is_some() {
+        // A sampled answer is compared with the reference's after the response.
+        keep_body = keep_body.or(Some(cache::DEFAULT_MAX_ENTRY_BYTES));
+    }
     let shape = RequestShape {
         endpoint,
         body: &body,
@@ -558,6 +627,10 @@ struct AfterResponse {
     output_guard: Option<crate::guardrails::OutputGuard>,
     /// A guarded stream's decisions, when it ends.
     guard_report: Option<futures::channel::oneshot::Receiver<crate::guardrails::Tally>>,
+    /// The complexity classifier call's own ledger row.
+    classifier_row: Option<RequestRow>,
+    /// This request is a quality sample: what to ask the reference.
+    quality: Option<super::quality::SamplePlan>,
 }
 
 /// Runs the output guardrails over the answer (cache hit or provider).
@@ -1824,5 +1897,131 @@ async fn store_semantic(env: &Env, w: &SemanticWrite, write: &CacheWrite, entry:
     };
     if let Err(e) = result {
         console_error!("semantic cache write failed: {e}");
+    }
+}
+
+// ------------------------------------------------ calls outside the walk
+
+/// One non-streamed chat call outside the fallback walk — the complexity
+/// classifier, a quality sample's reference: one attempt, no retries, no
+/// circuit-breaker bookkeeping, headers and body within `timeout_ms`. `row`
+/// is that call's own ledger row; this fills its provider, model, usage,
+/// attempt, status and outcome (a timeout is charged the estimate, flagged,
+/// since the provider may have run the prompt).
+pub(super) async fn side_call(
+    env: &Env,
+    config: &GatewayConfig,
+    target: &Target,
+    body: Map<String, Value>,
+    timeout_ms: u64,
+    row: &mut RequestRow,
+) -> Result<crate::openai::ChatCompletion, GatewayError> {
+    let endpoint = Endpoint::ChatCompletions;
+    let prompt_bytes = serde_json::to_vec(&body).map_or(0, |b| b.len() as u64);
+    let max_tokens = body.get("max_tokens").and_then(Value::as_u64);
+    row.provider = Some(target.provider.clone());
+    row.model_used = Some(target.model.clone());
+    row.model_requested = Some(target.qualified());
+    let limits = Timeouts {
+        ttfb_ms: timeout_ms,
+        total_ms: timeout_ms,
+        idle_ms: timeout_ms,
+        max_body: config.limits.max_upstream_body_bytes,
+    };
+    let keep = Some(usize::try_from(limits.max_body).unwrap_or(usize::MAX));
+    let started = now_ms();
+    let planned = plan(
+        config,
+        target,
+        endpoint,
+        body,
+        false,
+        |name| secret(env, name),
+        started,
+    );
+    let result = match planned {
+        Err(e) => {
+            row.status = e.status();
+            row.outcome = Outcome::Rejected;
+            row.error_code = Some(e.code().to_owned());
+            row.latency_ms = now_ms().saturating_sub(started);
+            return Err(e);
+        }
+        Ok(Plan::Demo { body, model, .. }) => {
+            demo_answer(endpoint, body, &model, false, false, keep, row)
+                .await
+                .map_err(|e| (Failure::BadResponse, e))
+        }
+        Ok(Plan::Http(call)) => {
+            http_attempt(call, endpoint, &limits, started, keep, false, row).await
+        }
+        Ok(Plan::Binding(call)) => {
+            binding_attempt(env, call, endpoint, &limits, started, keep, row).await
+        }
+    };
+    let latency_ms = now_ms().saturating_sub(started);
+    let outcome = match result {
+        Ok((Answer::Complete(_, Some(copy)), status)) => {
+            serde_json::from_slice::<crate::openai::ChatCompletion>(&copy)
+                .map(|c| (c, status))
+                .map_err(|_| {
+                    let e = GatewayError::UpstreamInvalidResponse {
+                        provider: target.provider.clone(),
+                    };
+                    (Failure::BadResponse, e)
+                })
+        }
+        Ok(_) => Err((
+            Failure::BadResponse,
+            GatewayError::UpstreamInvalidResponse {
+                provider: target.provider.clone(),
+            },
+        )),
+        Err(e) => Err(e),
+    };
+    row.attempts.push(AttemptRow {
+        attempt: 1,
+        provider: target.provider.clone(),
+        model: target.model.clone(),
+        started_at_ms: started,
+        latency_ms,
+        status: match &outcome {
+            Ok((_, s)) => Some(*s),
+            Err((Failure::Status { status, .. }, _)) => Some(*status),
+            Err(_) => None,
+        },
+        ok: outcome.is_ok(),
+        failure: outcome.as_ref().err().map(|(f, _)| f.label()),
+    });
+    row.latency_ms = latency_ms;
+    // What the ledger charges when the provider reported no usage: the
+    // prompt's upper bound and the completion cap, flagged as an estimate.
+    let estimate = || {
+        let prompt = crate::pricing::estimate_prompt_tokens_upper_bound(
+            usize::try_from(prompt_bytes).unwrap_or(usize::MAX),
+        );
+        let completion = max_tokens.unwrap_or(config.budgets.default_max_tokens);
+        unreported_usage(prompt, completion, prompt_bytes, 0)
+    };
+    match outcome {
+        Ok((completion, status)) => {
+            row.status = status;
+            row.outcome = Outcome::Ok;
+            if row.usage.is_none() {
+                row.usage = Some(estimate());
+                row.usage_estimated = true;
+            }
+            Ok(completion)
+        }
+        Err((failure, e)) => {
+            row.status = e.status();
+            row.outcome = Outcome::UpstreamError;
+            row.error_code = Some(e.code().to_owned());
+            // An error status is not billed; a call cut by its time limit
+            // may have run, so it is charged the estimate.
+            row.usage = matches!(failure, Failure::Timeout(_)).then(estimate);
+            row.usage_estimated = row.usage.is_some();
+            Err(e)
+        }
     }
 }

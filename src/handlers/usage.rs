@@ -103,7 +103,8 @@ fn range_json(q: &Query) -> Value {
 }
 
 /// `GET /admin/usage`, `/admin/usage/series`, `/admin/usage/groups`,
-/// `/admin/usage/top` — query parameters: `from`, `to` (ms since the epoch;
+/// `/admin/usage/top`, `/admin/usage/quality` (quality samples: per model,
+/// per bucket, the latest `limit`) — query parameters: `from`, `to` (ms since the epoch;
 /// default the last 24 h), `key_id`, `model` (`provider/model`), `provider`,
 /// `feature`; `bucket=hour|day` (series), `by=key|team|user|feature|provider|model`
 /// and `limit` (groups, top).
@@ -185,6 +186,15 @@ pub async fn handle(req: &Request, env: &Env, view: UsageView) -> Result<Respons
             }
             o.insert("object".into(), json!("usage.top"));
             o.insert("data".into(), Value::Array(data));
+        }
+        UsageView::Quality => {
+            let statements = crate::quality::usage_sql(&q.filter, q.bucket.ms(), q.limit);
+            let results = batch(&db, &statements).await?;
+            o.insert("object".into(), json!("usage.quality"));
+            o.insert("bucket_ms".into(), json!(q.bucket.ms()));
+            o.insert("models".into(), Value::Array(rows(&results, 0)?));
+            o.insert("points".into(), Value::Array(rows(&results, 1)?));
+            o.insert("recent".into(), Value::Array(rows(&results, 2)?));
         }
     }
     json_response(&out, 200)
