@@ -39,6 +39,8 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub budgets: BudgetConfig,
     #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
     pub alerts: AlertConfig,
     /// Model capabilities over `data/capabilities.json`, keyed `kind/model`.
     #[serde(default)]
@@ -140,6 +142,25 @@ impl Default for BudgetConfig {
         Self {
             default_max_tokens: 4_096,
             reservation_grace_ms: 60_000,
+        }
+    }
+}
+
+/// How virtual keys are checked.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How long an isolate trusts a key it found active in D1 before reading
+    /// it again (see `keycache.rs`): also the longest a key revoked or
+    /// re-limited through another isolate keeps its old grant there. 0 reads
+    /// D1 on every request.
+    pub key_cache_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            key_cache_ms: 10_000,
         }
     }
 }
@@ -751,6 +772,9 @@ impl GatewayConfig {
         ));
         if !(1..=1_000_000).contains(&self.budgets.default_max_tokens) {
             errors.push("budgets.default_max_tokens: must be between 1 and 1000000".to_owned());
+        }
+        if self.auth.key_cache_ms > 300_000 {
+            errors.push("auth.key_cache_ms: must be at most 300000 (5 minutes)".to_owned());
         }
         if !(1_000..=3_600_000).contains(&self.budgets.reservation_grace_ms) {
             errors

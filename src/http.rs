@@ -39,15 +39,23 @@ pub fn new_request_id() -> String {
 /// `Content-Length` first and again while streaming, since the header can lie).
 pub async fn read_body_limited(req: &mut Request, limit: u64) -> Result<Vec<u8>, GatewayError> {
     let too_large = GatewayError::PayloadTooLarge { limit_bytes: limit };
-    if let Ok(Some(len)) = req.headers().get("content-length") {
-        if len
-            .trim()
-            .parse::<u64>()
-            .map(|n| n > limit)
-            .unwrap_or(false)
-        {
+    let declared = req
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|len| len.trim().parse::<u64>().ok());
+    if let Some(len) = declared {
+        if len > limit {
             return Err(too_large);
         }
+        // The runtime holds the body to its declared length (HTTP framing),
+        // so it is read in one piece: one copy into wasm instead of a reader,
+        // a lock and a copy per chunk.
+        return req
+            .bytes()
+            .await
+            .map_err(|_| GatewayError::invalid("Could not read the request body."));
     }
     let Ok(mut stream) = req.stream() else {
         // No body at all.

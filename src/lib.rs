@@ -16,7 +16,9 @@ pub mod classifier;
 pub mod complexity;
 pub mod config;
 pub mod error;
+pub mod group_commit;
 pub mod guardrails;
+pub mod keycache;
 pub mod keys;
 pub mod latency;
 pub mod ledger;
@@ -73,13 +75,18 @@ mod entry {
 
     /// Every route. Nothing escapes as `Err`: workers-rs would render it as a
     /// bare 500 with internals, so each failure is an OpenAI error body here.
-    /// Every response gets `Server-Timing`, a request id and a JSON log line.
+    /// Every response gets `Server-Timing` and a request id; failures (or, as
+    /// configured, every request) a JSON log line.
     #[event(fetch)]
     async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
         let started = crate::http::now_ms();
         let method = req.method().to_string();
         let path = req.path();
         let r = route(&method, &path);
+        // An invalid config still logs its failures.
+        let logs = handlers::config(&env)
+            .map(|c| c.logging.requests)
+            .unwrap_or(crate::ops::RequestLogs::Errors);
         // Anthropic clients read Anthropic's error shape under /v1/messages
         // (including /v1/messages/count_tokens, which is not offered).
         let anthropic = path.starts_with("/v1/messages");
@@ -116,7 +123,7 @@ mod entry {
                 error_response(&e, None)
             }
         });
-        Ok(crate::obs::finish(resp, started, &method, &path))
+        Ok(crate::obs::finish(resp, started, &method, &path, logs))
     }
 
     /// The cron trigger: operational alerts, the weekly summary, retention

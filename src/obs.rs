@@ -1,5 +1,6 @@
-//! Observability on every response: `Server-Timing`, the request id, and one
-//! structured JSON log line per request (workers observability indexes JSON
+//! Observability on every response: `Server-Timing`, the request id, and a
+//! structured JSON log line — for failures by default, for every request or
+//! none as `[vars.GATEWAY.logging] requests` says (workers observability indexes JSON
 //! logs by field). Bodies appear in logs only when the operator sets
 //! `[vars.GATEWAY.logging] bodies = true`, and then PII-redacted
 //! (`redact.rs`) and truncated.
@@ -8,12 +9,18 @@ use serde_json::json;
 use worker::{console_log, Response};
 
 use crate::http::{new_request_id, now_ms, set_header, REQUEST_ID_HEADER};
-use crate::ops::Logging;
+use crate::ops::{Logging, RequestLogs};
 
 /// Adds what every response carries and logs the request. The proxy sets
 /// its own request id (the ledger's) and a `Server-Timing` with the
 /// upstream's share; every other response gets the gateway's time here.
-pub fn finish(resp: Response, started_ms: u64, method: &str, path: &str) -> Response {
+pub fn finish(
+    resp: Response,
+    started_ms: u64,
+    method: &str,
+    path: &str,
+    logs: RequestLogs,
+) -> Response {
     let headers = resp.headers();
     let request_id = match headers.get(REQUEST_ID_HEADER).ok().flatten() {
         Some(id) => id,
@@ -32,6 +39,9 @@ pub fn finish(resp: Response, started_ms: u64, method: &str, path: &str) -> Resp
             t
         }
     };
+    if !logs.logs(resp.status_code()) {
+        return resp;
+    }
     console_log!(
         "{}",
         json!({

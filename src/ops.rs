@@ -116,6 +116,8 @@ impl Default for Retention {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Logging {
+    /// Which requests get a JSON log line.
+    pub requests: RequestLogs,
     /// Log request and answer bodies (PII-redacted, truncated). Off by default.
     pub bodies: bool,
     /// Characters kept of each logged body.
@@ -125,8 +127,35 @@ pub struct Logging {
 impl Default for Logging {
     fn default() -> Self {
         Self {
+            requests: RequestLogs::Errors,
             bodies: false,
             max_body_chars: 4_096,
+        }
+    }
+}
+
+/// Which requests get a JSON log line. Every request has its ledger row
+/// anyway; a line per request costs CPU on the request's isolate (under
+/// `wrangler dev` each line also crosses to wrangler's Node process) and log
+/// volume, so by default only failures are logged.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestLogs {
+    /// Every request.
+    All,
+    /// Responses with status 400 or above.
+    Errors,
+    /// None.
+    Off,
+}
+
+impl RequestLogs {
+    /// Whether a response with `status` gets a log line.
+    pub fn logs(self, status: u16) -> bool {
+        match self {
+            Self::All => true,
+            Self::Errors => status >= 400,
+            Self::Off => false,
         }
     }
 }
@@ -452,6 +481,19 @@ pub fn retention_cutoff(r: &Retention, now_ms: u64) -> u64 {
 mod tests {
     use super::*;
 
+    #[test]
+    fn request_logs_default_to_failures_only() {
+        let l: Logging = serde_json::from_str("{}").unwrap();
+        assert_eq!(l.requests, RequestLogs::Errors);
+        assert!(!l.requests.logs(200) && !l.requests.logs(399));
+        assert!(l.requests.logs(400) && l.requests.logs(502));
+        let all: Logging = serde_json::from_str(r#"{"requests":"all"}"#).unwrap();
+        assert!(all.requests.logs(200));
+        let off: Logging = serde_json::from_str(r#"{"requests":"off"}"#).unwrap();
+        assert!(!off.requests.logs(500));
+        assert!(serde_json::from_str::<Logging>(r#"{"requests":"some"}"#).is_err());
+    }
+
     fn metrics(requests: u64, ok: u64, upstream: u64, fallbacks: u64, cost: u64) -> Metrics {
         Metrics {
             requests,
@@ -630,7 +672,8 @@ mod tests {
                 &r,
                 &Logging {
                     bodies: true,
-                    max_body_chars: 1
+                    max_body_chars: 1,
+                    ..Logging::default()
                 }
             )
             .len(),

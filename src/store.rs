@@ -2,11 +2,15 @@
 //! string with `?N` placeholders and bound values; no SQL is ever built from
 //! input (anchors-reliability S3).
 
+use std::cell::RefCell;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsValue;
-use worker::{console_error, D1Database};
+use worker::{console_error, D1Database, Delay};
 
 use crate::error::GatewayError;
+use crate::group_commit::{GroupCommit, Push};
 use crate::keys::KeyGrant;
 use crate::ledger::{
     RequestRow, SqlValue, INSERT_ATTEMPT_SQL, INSERT_GUARDRAIL_SQL, INSERT_REQUEST_SQL,
@@ -392,43 +396,83 @@ pub async fn revoke_key(db: &D1Database, id: &str, now: u64) -> Result<(), Gatew
     Ok(())
 }
 
-/// Writes a request row and its attempt rows in one D1 batch (a batch is a
-/// transaction), retrying once: D1 does not retry writes itself, and
-/// `INSERT OR IGNORE` on the request id (and attempt number) makes the retry
-/// — or any replay — add nothing.
-pub async fn insert_request_row(db: &D1Database, row: &RequestRow) {
-    let build = || -> worker::Result<Vec<worker::D1PreparedStatement>> {
-        let values: Vec<JsValue> = row.bind_values().iter().map(js).collect();
-        let rollup: Vec<JsValue> = row.rollup_values().iter().map(js).collect();
-        // The rollup must follow the request insert directly: it adds the
-        // request only if that insert added a row (`changes() = 1`).
-        let mut statements = vec![
-            db.prepare(INSERT_REQUEST_SQL).bind(&values)?,
-            db.prepare(INSERT_ROLLUP_SQL).bind(&rollup)?,
-        ];
-        for a in &row.attempts {
-            let values: Vec<JsValue> = a.bind_values(&row.request_id).iter().map(js).collect();
-            statements.push(db.prepare(INSERT_ATTEMPT_SQL).bind(&values)?);
+/// Rows of requests finishing within this window of the first share one D1
+/// batch (`group_commit.rs`). It delays only the ledger write, never a
+/// response.
+const LEDGER_BATCH_WINDOW_MS: u64 = 25;
+/// A batch flushes early at this many rows: each row is 2–4 statements, and
+/// the statements of one batch count against the leader's invocation's
+/// query limit (50 on the free plan).
+const LEDGER_BATCH_ROWS: usize = 12;
+
+thread_local! {
+    static LEDGER_QUEUE: RefCell<GroupCommit<RequestRow>> =
+        RefCell::new(GroupCommit::new(LEDGER_BATCH_ROWS));
+}
+
+/// Queues a request row for the ledger and, when this request leads or fills
+/// a batch, writes the batch. Call from `ctx.wait_until`.
+pub async fn commit_request_row(db: &D1Database, row: RequestRow) {
+    let rows = match LEDGER_QUEUE.with(|q| q.borrow_mut().push(row)) {
+        Push::Follow => return,
+        Push::Flush(rows) => rows,
+        Push::Lead { generation } => {
+            Delay::from(Duration::from_millis(LEDGER_BATCH_WINDOW_MS)).await;
+            LEDGER_QUEUE.with(|q| q.borrow_mut().take(generation))
         }
-        for values in row.guardrail_values() {
-            let values: Vec<JsValue> = values.iter().map(js).collect();
-            statements.push(db.prepare(INSERT_GUARDRAIL_SQL).bind(&values)?);
+    };
+    if rows.is_empty() {
+        return;
+    }
+    if rows.len() == 1 || !insert_rows(db, &rows, 1).await {
+        // One row, or a batch that failed as a whole: each row on its own
+        // (with its own retry), so one bad row cannot take the others down.
+        for row in &rows {
+            insert_rows(db, std::slice::from_ref(row), 2).await;
+        }
+    }
+}
+
+/// Writes request rows and their attempt rows in one D1 batch (a batch is a
+/// transaction), up to `tries` times: D1 does not retry writes itself, and
+/// `INSERT OR IGNORE` on the request id (and attempt number) makes a retry —
+/// or any replay — add nothing. True when written.
+async fn insert_rows(db: &D1Database, rows: &[RequestRow], tries: u32) -> bool {
+    let build = || -> worker::Result<Vec<worker::D1PreparedStatement>> {
+        let mut statements = Vec::new();
+        for row in rows {
+            let values: Vec<JsValue> = row.bind_values().iter().map(js).collect();
+            let rollup: Vec<JsValue> = row.rollup_values().iter().map(js).collect();
+            // The rollup must follow the request insert directly: it adds the
+            // request only if that insert added a row (`changes() = 1`).
+            statements.push(db.prepare(INSERT_REQUEST_SQL).bind(&values)?);
+            statements.push(db.prepare(INSERT_ROLLUP_SQL).bind(&rollup)?);
+            for a in &row.attempts {
+                let values: Vec<JsValue> = a.bind_values(&row.request_id).iter().map(js).collect();
+                statements.push(db.prepare(INSERT_ATTEMPT_SQL).bind(&values)?);
+            }
+            for values in row.guardrail_values() {
+                let values: Vec<JsValue> = values.iter().map(js).collect();
+                statements.push(db.prepare(INSERT_GUARDRAIL_SQL).bind(&values)?);
+            }
         }
         Ok(statements)
     };
-    for attempt in 1..=2 {
+    let first = rows.first().map_or("", |r| r.request_id.as_str());
+    for attempt in 1..=tries {
         let result = match build() {
             Ok(statements) => db.batch(statements).await.map(|_| ()),
             Err(e) => Err(e),
         };
         match result {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(e) => console_error!(
-                "ledger write for {} failed (attempt {attempt}): {e}",
-                row.request_id
+                "ledger write of {} row(s) from {first} failed (attempt {attempt}): {e}",
+                rows.len()
             ),
         }
     }
+    false
 }
 
 /// Records a budget alert; false when this key/limit/threshold/window was

@@ -26,22 +26,36 @@ const ADMIN_BODY_LIMIT: u64 = 64 * 1024;
 pub async fn handle(mut req: Request, env: &Env, route: Route) -> Result<Response, GatewayError> {
     authenticate_admin(&req, env)?;
     let method = req.method().to_string();
-    match (route, method.as_str()) {
-        (Route::AdminKeys, "POST") => create_key(&mut req, env).await,
+    let result = dispatch(&mut req, env, route, &method).await;
+    if method != "GET" {
+        // A key or project may have changed: this isolate reads them afresh.
+        crate::handlers::forget_cached_keys();
+    }
+    result
+}
+
+async fn dispatch(
+    req: &mut Request,
+    env: &Env,
+    route: Route,
+    method: &str,
+) -> Result<Response, GatewayError> {
+    match (route, method) {
+        (Route::AdminKeys, "POST") => create_key(req, env).await,
         (Route::AdminKeys, _) => list_keys(env).await,
         (Route::AdminKey(id), "GET") => get_key(env, &id).await,
-        (Route::AdminKey(id), "PATCH") => update_key(&mut req, env, &id).await,
+        (Route::AdminKey(id), "PATCH") => update_key(req, env, &id).await,
         (Route::AdminKey(id), _) | (Route::AdminKeyRevoke(id), _) => revoke_key(env, &id).await,
-        (Route::AdminRequests, _) => list_requests(&req, env).await,
+        (Route::AdminRequests, _) => list_requests(req, env).await,
         (Route::AdminRequest(id), _) => get_request(env, &id).await,
         (Route::AdminConfig, _) => effective_config(env),
         (Route::AdminKeyBudget(id), _) => key_budget(env, &id).await,
-        (Route::AdminProjects, "POST") => create_project(&mut req, env).await,
+        (Route::AdminProjects, "POST") => create_project(req, env).await,
         (Route::AdminProjects, _) => list_projects(env).await,
-        (Route::AdminProject(id), "PATCH") => update_project(&mut req, env, &id).await,
+        (Route::AdminProject(id), "PATCH") => update_project(req, env, &id).await,
         (Route::AdminProject(id), _) => get_project(env, &id).await,
         (Route::AdminProjectBudget(id), _) => project_budget(env, &id).await,
-        (Route::AdminCache, _) => purge_cache(&req, env).await,
+        (Route::AdminCache, _) => purge_cache(req, env).await,
         _ => Err(GatewayError::NotFound),
     }
 }

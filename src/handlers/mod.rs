@@ -31,6 +31,8 @@ use crate::store;
 thread_local! {
     /// Parsed once per isolate: an isolate's bindings never change.
     static CONFIG: RefCell<Option<Rc<GatewayConfig>>> = const { RefCell::new(None) };
+    /// Keys this isolate found active, for `auth.key_cache_ms` (see `keycache.rs`).
+    static KEYS: RefCell<crate::keycache::KeyCache> = RefCell::new(crate::keycache::KeyCache::default());
     /// The built-in prices with the operator's overrides, built once per isolate.
     static PRICES: RefCell<Option<Rc<crate::pricing::PriceTable>>> = const { RefCell::new(None) };
 }
@@ -155,10 +157,25 @@ pub async fn authenticate_key(req: &Request, env: &Env) -> Result<KeyGrant, Gate
         (None, Some(api_key)) => parse_presented_key(Some(&api_key), false)?.to_owned(),
         (None, None) => parse_presented_key(None, true)?.to_owned(),
     };
+    let key_hash = hash_key(&key);
+    let ttl_ms = config(env).map(|c| c.auth.key_cache_ms).unwrap_or(0);
+    let now = crate::http::now_ms();
+    if let Some(grant) = KEYS.with(|k| k.borrow().get(&key_hash, now, ttl_ms)) {
+        return Ok(grant);
+    }
     let db = database(env)?;
-    store::find_active_key(&db, &hash_key(&key))
+    let grant = store::find_active_key(&db, &key_hash)
         .await?
-        .ok_or(UNAUTHORIZED_UNKNOWN)
+        .ok_or(UNAUTHORIZED_UNKNOWN)?;
+    KEYS.with(|k| k.borrow_mut().insert(&key_hash, grant.clone(), now, ttl_ms));
+    Ok(grant)
+}
+
+/// Forgets the keys this isolate remembered: every admin change to a key or a
+/// project calls it, so the isolate that served the change never serves the
+/// old grant (others may, for at most `auth.key_cache_ms`).
+pub fn forget_cached_keys() {
+    KEYS.with(|k| k.borrow_mut().clear());
 }
 
 /// Checks `Authorization: Bearer <ADMIN_TOKEN>` in constant time.

@@ -338,7 +338,7 @@ async fn finish_row(
             budgets::deliver_alerts(&db, &webhooks, scope, &alerts, now_ms()).await;
         }
     }
-    store::insert_request_row(&db, &row).await;
+    store::commit_request_row(&db, row).await;
 }
 
 /// Reads `x-tollgate-config`, if sent: an inline route, allowed only for keys

@@ -245,7 +245,7 @@ pub async fn run_sample(
         reference_cost_micros: row.cost_micros,
         reference_latency_ms: row.latency_ms,
     };
-    crate::store::insert_request_row(&db, &row).await;
+    crate::store::commit_request_row(&db, row).await;
     insert_sample(&db, &sample).await;
 }
 
@@ -269,5 +269,5 @@ pub async fn write_overhead_row(
     if let Some(c) = &config {
         price_row(c, &mut row);
     }
-    crate::store::insert_request_row(&db, &row).await;
+    crate::store::commit_request_row(&db, row).await;
 }

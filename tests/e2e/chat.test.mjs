@@ -53,7 +53,7 @@ describe('chat completions', () => {
     assert.equal(sent.json.temperature, 0.2, 'parameters passed through');
     assert.equal(sent.headers.authorization, `Bearer ${UPSTREAM_KEY}`, 'provider key, not the virtual key');
 
-    const rows = await stack.ledger({ keyId: key.id });
+    const rows = await stack.ledger({ keyId: key.id, ids: [requestId] });
     const row = rows.find((r) => r.request_id === requestId);
     assert.ok(row, 'ledger row for the request');
     assert.equal(row.prompt_tokens, data.usage.prompt_tokens);
@@ -172,7 +172,7 @@ describe('chat completions', () => {
       .create({ model: 'openai/gpt-4o-mini', messages: [{ role: 'user', content: 'tagged' }] }, { headers: { 'x-tollgate-metadata': '{"user":"u-42","feature":"search"}' } })
       .withResponse();
     const id = response.headers.get('x-tollgate-request-id');
-    const rows = await stack.ledger({ keyId: key.id, count: 5 });
+    const rows = await stack.ledger({ keyId: key.id, ids: [id] });
     const row = rows.find((r) => r.request_id === id);
     assert.deepEqual(JSON.parse(row.metadata), { feature: 'search', user: 'u-42' });
   });

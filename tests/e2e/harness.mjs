@@ -6,7 +6,7 @@
 //   stack.url            gateway origin, e.g. http://127.0.0.1:PORT
 //   stack.mocks.openai   the mock provider (requests(), enqueue(fault), reset())
 //   await stack.createKey({ name: 't' })   → admin API response (incl. the key)
-//   await stack.ledger({ count })          → ledger rows via GET /admin/requests
+//   await stack.ledger({ count, ids })     → ledger rows via GET /admin/requests (waits for `ids`)
 //   stack.logs()         everything wrangler/workerd printed (worker console included)
 //   await stack.stop()
 //
@@ -265,13 +265,17 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
       return r.json;
     },
     /** Ledger rows (newest first), waiting until at least `count` exist: they are written after the response. */
-    async ledger({ count = 1, keyId, timeoutMs = 10_000 } = {}) {
+    async ledger({ count = 1, keyId, ids = [], timeoutMs = 10_000 } = {}) {
       const q = keyId ? `?limit=1000&key_id=${keyId}` : '?limit=1000';
       const until = Date.now() + timeoutMs;
       for (;;) {
         const r = await stack.admin('GET', `/admin/requests${q}`);
         if (r.status !== 200) throw new Error(`ledger query failed: ${r.status} ${r.text}`);
-        if (r.json.data.length >= count || Date.now() > until) return r.json.data;
+        // Rows are written after the response (group commit: up to ~25 ms
+        // later), so wait for the ones asked for by id, not just a count.
+        const present = new Set(r.json.data.map((row) => row.request_id));
+        const complete = r.json.data.length >= count && ids.every((id) => present.has(id));
+        if (complete || Date.now() > until) return r.json.data;
         await new Promise((res) => setTimeout(res, 100));
       }
     },

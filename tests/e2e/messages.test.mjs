@@ -148,7 +148,7 @@ for (const p of PROVIDERS) {
         assert.equal(rec.headers['anthropic-version'], '2023-06-01');
         assert.equal(msg.usage.output_tokens, rec.response.usage.output_tokens);
       }
-      const rows = await stack.ledger({ count: 1 });
+      const rows = await stack.ledger({ ids: [response.headers.get('x-tollgate-request-id')] });
       const row = rows.find((r) => r.request_id === response.headers.get('x-tollgate-request-id'));
       assert.ok(row, 'a ledger row');
       assert.equal(row.endpoint, 'messages');
@@ -377,7 +377,7 @@ describe('the fallback commit point', () => {
     stack.mocks.openai.enqueue({ match: { model: 'msg-cut' }, cutAfterChunks: 5, resetAfterBytes: 1e9 });
     await assert.rejects(streamed({ model: 'msg-cut', max_tokens: 256, messages: [{ role: 'user', content: long }] }), (e) => e instanceof Anthropic.APIError);
 
-    const rows = await stack.ledger({ count: 1 });
+    const rows = await stack.ledger({ ids: [requestId] });
     const row = rows.find((x) => x.request_id === requestId);
     assert.ok(row);
     assert.equal(row.endpoint, 'messages');

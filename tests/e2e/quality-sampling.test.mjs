@@ -214,7 +214,7 @@ describe('complexity classifier model', () => {
     assert.equal(judge[0].json.temperature, 0);
     assert.equal(judge[0].json.messages.at(-1).content, "Translate 'good morning' to French.");
     assert.ok(judge[0].receivedAt <= sent('frontier')[0].receivedAt);
-    const rows = await stack.ledger({ count: 1, keyId: 'gateway:complexity-classifier' });
+    const rows = await stack.ledger({ keyId: 'gateway:complexity-classifier', ids: [`${id}_classifier`] });
     const row = rows.find((r) => r.request_id === `${id}_classifier`);
     assert.ok(row, JSON.stringify(rows.map((r) => r.request_id)));
   });

@@ -303,7 +303,7 @@ describe('S1b: upstream redirects are never followed', () => {
     assert.equal(stack.mocks.openai.requests().length, 1);
     assert.equal(stack.mocks.openai.requests()[0].response.status, 302);
     const id = r.headers.get('x-tollgate-request-id');
-    const row = (await stack.ledger({ keyId: key.id })).find((x) => x.request_id === id);
+    const row = (await stack.ledger({ keyId: key.id, ids: [id] })).find((x) => x.request_id === id);
     assert.ok(row, 'ledger row for the redirect');
     assert.equal(row.error_code, 'upstream_redirect');
     assert.equal(row.outcome, 'upstream_error');

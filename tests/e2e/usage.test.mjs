@@ -97,10 +97,21 @@ test('totals, percentiles and Server-Timing match the traffic', async () => {
   assert.deepEqual(u.ttft_ms, { p50: ttft[0], p95: ttft[0], p99: ttft[0] });
   const r = await stack.admin('GET', '/admin/usage');
   assert.match(r.headers.get('server-timing') ?? '', /^gateway;dur=\d+$/);
-  // One structured JSON log line per request, under the ledger's request id;
-  // bodies are not logged unless the operator turns it on.
-  const id = rows[0].request_id;
-  assert.ok(await stack.waitForLog(new RegExp(`"event":"request".*"request_id":"${id}"`)), 'JSON log line for the request');
+  // By default (`logging.requests = "errors"`) a structured JSON log line for
+  // each failed request, under its request id, and none for the successes
+  // (their ledger rows are the record); bodies are not logged unless the
+  // operator turns it on.
+  const refused = await fetch(`${stack.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: 'Bearer tg-not-a-real-key-000000000000000000000000', 'content-type': 'application/json' },
+    body: '{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}',
+  });
+  assert.equal(refused.status, 401);
+  const refusedId = refused.headers.get('x-tollgate-request-id');
+  assert.ok(await stack.waitForLog(new RegExp(`"event":"request".*"request_id":"${refusedId}".*"status":401`)), 'JSON log line for the failure');
+  for (const row of rows.filter((x) => x.status === 200)) {
+    assert.doesNotMatch(stack.logs(), new RegExp(`"event":"request".*"request_id":"${row.request_id}"`), 'no log line for a success');
+  }
   assert.doesNotMatch(stack.logs(), /request_body|find thing number/);
   assert.match(r.headers.get('x-tollgate-request-id') ?? '', /^req_[0-9a-f]{32}$/);
 });
