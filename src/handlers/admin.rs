@@ -42,6 +42,7 @@ pub async fn handle(mut req: Request, env: &Env, route: Route) -> Result<Respons
         (Route::AdminProject(id), _) => get_project(env, &id).await,
         (Route::AdminProjectBudget(id), _) => project_budget(env, &id).await,
         (Route::AdminCache, _) => purge_cache(&req, env).await,
+        (Route::AdminHealth, _) => crate::handlers::probes::admin_health(env).await,
         _ => Err(GatewayError::NotFound),
     }
 }
