@@ -56,6 +56,9 @@ pub struct GatewayConfig {
     /// Whether request/answer bodies are logged (redacted); off by default.
     #[serde(default)]
     pub logging: crate::ops::Logging,
+    /// Health probes from the cron trigger (`health.rs`); off by default.
+    #[serde(default)]
+    pub health: crate::health::HealthConfig,
 }
 
 /// Where the semantic cache keeps its vectors.
@@ -751,6 +754,7 @@ impl GatewayConfig {
             }
         }
         errors.extend(validate_resilience(&self.resilience));
+        errors.extend(self.health.validate(self));
         for (i, url) in self.alerts.webhook_urls.iter().enumerate() {
             // Same rules as provider URLs: https, or http to this machine.
             if let Err(e) = validate_base_url(url, ResolvedKind::Demo) {

@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod group_commit;
 pub mod guardrails;
+pub mod health;
 pub mod keycache;
 pub mod keys;
 pub mod latency;
@@ -127,7 +128,9 @@ mod entry {
     }
 
     /// The cron trigger: operational alerts, the weekly summary, retention
-    /// (see `handlers/cron.rs`). Its "now" is the event's scheduled time.
+    /// (see `handlers/cron.rs`), and health probes when they are on (see
+    /// `handlers/probes.rs`), side by side. Its "now" is the event's
+    /// scheduled time.
     #[event(scheduled)]
     async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         #[expect(
@@ -136,6 +139,10 @@ mod entry {
             reason = "a positive ms timestamp"
         )]
         let now = event.schedule().max(0.0) as u64;
-        handlers::cron::run(&env, now).await;
+        let cron = event.cron();
+        futures::join!(
+            handlers::cron::run(&env, now),
+            handlers::probes::run(&env, now, &cron)
+        );
     }
 }

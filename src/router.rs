@@ -29,6 +29,8 @@ pub enum Route {
     AdminRequest(String),
     AdminConfig,
     AdminCache,
+    /// `GET /admin/health`: each probed link's circuit, latency and probe cost.
+    AdminHealth,
     /// `GET /admin/usage[/series|/groups|/top]` (read-only; the dashboard's
     /// session cookie is accepted here as well as the bearer token).
     AdminUsage(UsageView),
@@ -75,6 +77,7 @@ impl Route {
             | Self::AdminRequest(_)
             | Self::AdminConfig
             | Self::AdminCache
+            | Self::AdminHealth
             | Self::AdminUsage(_)
             | Self::Dashboard(_)
             | Self::DashboardLogout => Guard::Admin,
@@ -153,6 +156,7 @@ pub fn route(method: &str, path: &str) -> Route {
         },
         ["admin", "config"] => only("GET", Route::AdminConfig),
         ["admin", "cache"] => only("DELETE", Route::AdminCache),
+        ["admin", "health"] => only("GET", Route::AdminHealth),
         ["admin", "usage"] => only("GET", Route::AdminUsage(UsageView::Totals)),
         ["admin", "usage", "series"] => only("GET", Route::AdminUsage(UsageView::Series)),
         ["admin", "usage", "groups"] => only("GET", Route::AdminUsage(UsageView::Groups)),
@@ -220,6 +224,7 @@ mod tests {
             ("GET", "/admin/requests/r"),
             ("GET", "/admin/config"),
             ("DELETE", "/admin/cache"),
+            ("GET", "/admin/health"),
             ("GET", "/admin/keys/k/budget"),
             ("GET", "/admin/projects"),
             ("POST", "/admin/projects"),

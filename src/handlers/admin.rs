@@ -56,6 +56,7 @@ async fn dispatch(
         (Route::AdminProject(id), _) => get_project(env, &id).await,
         (Route::AdminProjectBudget(id), _) => project_budget(env, &id).await,
         (Route::AdminCache, _) => purge_cache(req, env).await,
+        (Route::AdminHealth, _) => crate::handlers::probes::admin_health(env).await,
         _ => Err(GatewayError::NotFound),
     }
 }

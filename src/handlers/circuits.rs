@@ -10,8 +10,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use serde_json::json;
-use worker::{console_error, Env, Method, Request, RequestInit};
+use serde_json::{json, Value};
+use worker::{console_error, Env, Method, ObjectNamespace, Request, RequestInit};
 
 use crate::bindings::CIRCUITS;
 use crate::breaker::{must_report, Admission, BreakerPolicy, BreakerState};
@@ -27,6 +27,8 @@ struct Entry {
     last_report_ms: Option<u64>,
     /// The view was not clean before the latest attempt: report the next one at once.
     after_failure: bool,
+    /// When this isolate last adopted (or started to fetch) the object's state.
+    synced_ms: Option<u64>,
 }
 
 /// What a link's `CircuitBreaker` object answers.
@@ -64,7 +66,13 @@ pub fn admit(qualified: &str, now_ms: u64) -> Admission {
 /// Whether an attempt says the provider is healthy: success, or a client-side
 /// 4xx (the provider answered; the request was the problem).
 pub fn attempt_is_healthy(a: &AttemptRow) -> bool {
-    a.ok || matches!(a.status, Some(s) if (400..500).contains(&s) && ![408, 409, 425, 429].contains(&s))
+    a.ok || a.status.is_some_and(client_error)
+}
+
+/// A 4xx that is the request's fault, not the provider's (408, 409, 425 and
+/// 429 say the provider is busy or slow).
+pub fn client_error(status: u16) -> bool {
+    (400..500).contains(&status) && ![408, 409, 425, 429].contains(&status)
 }
 
 /// Records an attempt's outcome in this isolate's view; `latency_ms` for a
@@ -91,21 +99,160 @@ pub fn record(
     });
 }
 
+/// Adopts what a link's object answered: the circuit state (the
+/// authority, which has heard from every isolate and from the probes) and the
+/// newer of the two latency views.
+fn adopt(qualified: &str, shared: Shared, now_ms: u64) {
+    VIEW.with(|v| {
+        let mut view = v.borrow_mut();
+        let entry = view.entry(qualified.to_owned()).or_default();
+        entry.state = shared.state;
+        entry.latency = match (entry.latency, shared.latency) {
+            (Some(mine), Some(theirs)) => Some(mine.newer(theirs)),
+            (mine, theirs) => mine.or(theirs),
+        };
+        entry.synced_ms = Some(now_ms);
+    });
+}
+
+/// One request to a link's `CircuitBreaker` object; `body` makes it a POST.
+async fn call(
+    namespace: &ObjectNamespace,
+    qualified: &str,
+    path: &str,
+    body: Option<String>,
+) -> worker::Result<worker::Response> {
+    let stub = namespace.id_from_name(qualified)?.get_stub()?;
+    let mut init = RequestInit::new();
+    if let Some(body) = body {
+        init.with_method(Method::Post)
+            .with_body(Some(wasm_bindgen::JsValue::from_str(&body)));
+    }
+    let req = Request::new_with_init(&format!("https://circuit{path}"), &init)?;
+    stub.fetch_with_request(req).await
+}
+
+/// Whether a health probe may run for `slot_ms` on this link (one per slot
+/// across every cron run). Without the binding, or when the object cannot
+/// be reached, no probe runs: a probe nobody records would be money spent
+/// for nothing.
+pub async fn claim_probe(env: &Env, qualified: &str, slot_ms: u64) -> bool {
+    let Ok(namespace) = env.durable_object(CIRCUITS) else {
+        return false;
+    };
+    let body = json!({ "slot_ms": slot_ms }).to_string();
+    let result = async {
+        let mut resp = call(&namespace, qualified, "/claim", Some(body)).await?;
+        resp.json::<Value>().await
+    }
+    .await;
+    match result {
+        Ok(v) => v.get("granted").and_then(Value::as_bool) == Some(true),
+        Err(e) => {
+            console_error!("probe claim for {qualified} failed: {e}");
+            false
+        }
+    }
+}
+
+/// Reports a health probe's outcome (`report` is the object's `/report`
+/// body with its `probe` part) and adopts the answer in this isolate.
+pub async fn report_probe(env: &Env, qualified: &str, report: &Value, now_ms: u64) {
+    let Ok(namespace) = env.durable_object(CIRCUITS) else {
+        return;
+    };
+    let result = async {
+        let mut resp = call(&namespace, qualified, "/report", Some(report.to_string())).await?;
+        resp.json::<Shared>().await
+    }
+    .await;
+    match result {
+        Ok(shared) => adopt(qualified, shared, now_ms),
+        Err(e) => console_error!("probe report for {qualified} failed: {e}"),
+    }
+}
+
+/// A link's whole state as its object keeps it (`GET /admin/health`).
+pub async fn shared_state(env: &Env, qualified: &str) -> Option<Value> {
+    let namespace = env.durable_object(CIRCUITS).ok()?;
+    let mut resp = call(&namespace, qualified, "/state", None).await.ok()?;
+    resp.json::<Value>().await.ok()
+}
+
+/// With health probes on, re-reads the state of the route's links this
+/// isolate has not synced for `refresh_ms` — how a circuit a probe opened
+/// reaches isolates whose own traffic has not failed there (yet). After the
+/// response, in `ctx.wait_until`; at most one read per link per interval per
+/// isolate, and none for links just reported.
+async fn refresh(namespace: &ObjectNamespace, links: &[String], now_ms: u64, refresh_ms: u64) {
+    for qualified in links {
+        let due = VIEW.with(|v| {
+            let mut view = v.borrow_mut();
+            let entry = view.entry(qualified.clone()).or_default();
+            let due = entry
+                .synced_ms
+                .is_none_or(|t| now_ms.saturating_sub(t) >= refresh_ms);
+            if due {
+                // Concurrent requests of this isolate do not read it again.
+                entry.synced_ms = Some(now_ms);
+            }
+            due
+        });
+        if !due {
+            continue;
+        }
+        let result = async {
+            let mut resp = call(namespace, qualified, "/state", None).await?;
+            resp.json::<Shared>().await
+        }
+        .await;
+        match result {
+            Ok(shared) => adopt(qualified, shared, now_ms),
+            Err(e) => console_error!("circuit refresh for {qualified} failed: {e}"),
+        }
+    }
+}
+
 /// Reports each attempt to its link's Durable Object — failures at once,
 /// healthy attempts at most once per `HEALTHY_REPORT_INTERVAL_MS` per link
 /// (so the shared latency gets a sample a second from each isolate; the
 /// isolate's own view has every one) — and adopts the state it answers (the
 /// authority, which has heard from every isolate). With the breaker off, only
 /// successful attempts are reported (for their latency).
-pub async fn sync(env: &Env, attempts: &[AttemptRow], now_ms: u64, policy: BreakerPolicy) {
+///
+/// `refresh_ms` (health probes on): then also re-read the state of the
+/// route's `links` not synced that recently (see [`refresh`]).
+pub async fn sync(
+    env: &Env,
+    attempts: &[AttemptRow],
+    links: &[String],
+    now_ms: u64,
+    policy: BreakerPolicy,
+    refresh_ms: Option<u64>,
+) {
     let breaker_on = policy.failures_to_open > 0;
-    if attempts.is_empty() || (!breaker_on && !attempts.iter().any(|a| a.ok)) {
+    let report = !attempts.is_empty() && (breaker_on || attempts.iter().any(|a| a.ok));
+    if !report && (refresh_ms.is_none() || links.is_empty()) {
         return;
     }
     let Ok(namespace) = env.durable_object(CIRCUITS) else {
         // Without the binding circuits stay per isolate.
         return;
     };
+    // Reports first: their answers refresh those links, so no second read.
+    sync_reports(&namespace, attempts, now_ms, policy).await;
+    if let Some(refresh_ms) = refresh_ms {
+        refresh(&namespace, links, now_ms, refresh_ms).await;
+    }
+}
+
+async fn sync_reports(
+    namespace: &ObjectNamespace,
+    attempts: &[AttemptRow],
+    now_ms: u64,
+    policy: BreakerPolicy,
+) {
+    let breaker_on = policy.failures_to_open > 0;
     for a in attempts.iter().filter(|a| breaker_on || a.ok) {
         let qualified = format!("{}/{}", a.provider, a.model);
         let healthy = attempt_is_healthy(a);
@@ -131,25 +278,12 @@ pub async fn sync(env: &Env, attempts: &[AttemptRow], now_ms: u64, policy: Break
         })
         .to_string();
         let result = async {
-            let stub = namespace.id_from_name(&qualified)?.get_stub()?;
-            let mut init = RequestInit::new();
-            init.with_method(Method::Post)
-                .with_body(Some(wasm_bindgen::JsValue::from_str(&body)));
-            let req = Request::new_with_init("https://circuit/report", &init)?;
-            let mut resp = stub.fetch_with_request(req).await?;
+            let mut resp = call(namespace, &qualified, "/report", Some(body)).await?;
             resp.json::<Shared>().await
         }
         .await;
         match result {
-            Ok(shared) => VIEW.with(|v| {
-                let mut view = v.borrow_mut();
-                let entry = view.entry(qualified).or_default();
-                entry.state = shared.state;
-                entry.latency = match (entry.latency, shared.latency) {
-                    (Some(mine), Some(theirs)) => Some(mine.newer(theirs)),
-                    (mine, theirs) => mine.or(theirs),
-                };
-            }),
+            Ok(shared) => adopt(&qualified, shared, now_ms),
             Err(e) => console_error!("circuit sync for {qualified} failed: {e}"),
         }
     }

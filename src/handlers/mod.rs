@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod guard;
 pub mod health;
 pub mod models;
+pub mod probes;
 pub mod proxy;
 pub mod quality;
 pub mod semantic;

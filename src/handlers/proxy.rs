@@ -100,7 +100,12 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
         let attempts = row.attempts.clone();
         let env = env.clone();
         let policy = config.resilience.breaker_policy();
-        ctx.wait_until(async move { circuits::sync(&env, &attempts, now_ms(), policy).await });
+        // With health probes on, also learn of circuits they opened.
+        let refresh_ms = config.health.enabled().then_some(config.health.refresh_ms);
+        let links = std::mem::take(&mut after.route_links);
+        ctx.wait_until(async move {
+            circuits::sync(&env, &attempts, &links, now_ms(), policy, refresh_ms).await;
+        });
     }
     let db = database(&env);
     if let (Some(call), Ok(db)) = (after.classifier_row.take(), database(&env)) {
@@ -502,6 +507,10 @@ async fn proxy(
         .filter(|l| grant.may_use(&model, &l.provider, &format!("{}/{}", l.provider, l.model)))
         .collect();
     let links = prefer_unsaturated_links(&config, links, &mut after.route_decision);
+    after.route_links = links
+        .iter()
+        .map(|l| format!("{}/{}", l.provider, l.model))
+        .collect();
     if links.is_empty() {
         return Err(GatewayError::Forbidden {
             message: format!("This API key is not allowed to use the model '{model}'."),
@@ -631,6 +640,8 @@ struct AfterResponse {
     classifier_row: Option<RequestRow>,
     /// This request is a quality sample: what to ask the reference.
     quality: Option<super::quality::SamplePlan>,
+    /// `provider/model` of every link the route could use (circuit refresh).
+    route_links: Vec<String>,
 }
 
 /// Runs the output guardrails over the answer (cache hit or provider).
@@ -1306,7 +1317,7 @@ struct Timeouts {
 }
 
 /// Races `fut` against a timer; `None` when the timer wins.
-async fn within<T>(ms: u64, fut: impl std::future::Future<Output = T>) -> Option<T> {
+pub(crate) async fn within<T>(ms: u64, fut: impl std::future::Future<Output = T>) -> Option<T> {
     let timer = Delay::from(Duration::from_millis(ms));
     futures::pin_mut!(fut);
     futures::pin_mut!(timer);
