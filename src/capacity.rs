@@ -8,13 +8,16 @@
 //!   OpenAI/Groq/Together-style `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`
 //!   and Anthropic's `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}`;
 //!   a reading counts until its reset time;
-//! - the gateway's own count of requests in the last minute against the
-//!   provider's configured `rpm_limit` (per isolate: a floor, not the truth).
+//! - the gateway's own count of requests sent in the last minute against
+//!   the provider's configured `rpm_limit` (per isolate: a floor, not the
+//!   truth); requests count as they leave.
 //!
 //! Readings are kept per provider and model (OpenAI and Anthropic report
 //! limits per model), the own count per provider. Links at or above the
-//! threshold (default 90 %) move behind the others, keeping their order; when every link is that busy the order is
-//! unchanged (the provider's 429 and the walker's fallback take over).
+//! threshold (default 90 %) move behind the others, keeping their order;
+//! when every link is that busy the request waits for room in the
+//! saturation queue (`queue.rs`), which [`ProviderLoad::room`] tells in
+//! slots and the time the next one frees.
 
 use std::collections::VecDeque;
 

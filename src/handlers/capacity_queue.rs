@@ -102,8 +102,31 @@ pub async fn wait_for_room(
             .min()
     };
     let any_room = links.iter().any(|l| link_room(config, l, joined).slots > 0);
-    if any_room && QUEUE.with(|q| q.borrow().is_empty()) {
-        return Ok(None);
+    if any_room {
+        // Room, unless it is owed to requests already waiting: a request
+        // that need not wait neither waits nor counts against the bounds.
+        let free_now = QUEUE.with(|q| {
+            let mut q = q.borrow_mut();
+            if q.is_empty() {
+                return true;
+            }
+            let Ok(id) = q.join(
+                key,
+                priority,
+                links.iter().map(resources).collect(),
+                u32::MAX,
+                u32::MAX,
+            ) else {
+                return false;
+            };
+            let slots = |resource: &str| room(config, resource, joined).slots;
+            let mine = q.turn(id, &slots).is_some();
+            q.leave(id);
+            mine
+        });
+        if free_now {
+            return Ok(None);
+        }
     }
     let refuse = |message: String, now: u64, waited_ms: u64| Refusal {
         error: GatewayError::Budget {
