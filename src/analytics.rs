@@ -1048,6 +1048,7 @@ mod sqlite_tests {
             pricing: cost.map(|_| "priced"),
             project_id: None,
             guardrails: Vec::new(),
+            queue_ms: None,
         }
     }
 

@@ -265,6 +265,14 @@ pub struct Resilience {
     /// A provider account at or above this share (percent) of its rate limit
     /// is tried after the other links (see `capacity.rs`).
     pub capacity_threshold_pct: u8,
+    /// When every link is at the capacity threshold: how long a request may
+    /// wait for room (within `deadline_ms`) before `429 capacity_exhausted`;
+    /// 0 turns the queue off (see `queue.rs`).
+    pub queue_timeout_ms: u64,
+    /// Requests one key may have waiting at once (per isolate); more → 429 at once.
+    pub queue_max_per_key: u32,
+    /// Requests waiting at once (per isolate); more → 429 at once.
+    pub queue_max_waiting: u32,
 }
 
 impl Resilience {
@@ -294,6 +302,9 @@ impl Default for Resilience {
             circuit_failures: 5,
             circuit_cooldown_ms: 30_000,
             capacity_threshold_pct: 90,
+            queue_timeout_ms: 3_000,
+            queue_max_per_key: 8,
+            queue_max_waiting: 256,
         }
     }
 }
@@ -1069,7 +1080,7 @@ fn validate_binding(name: &str, p: &ProviderConfig, kind: ResolvedKind) -> Vec<S
 
 fn validate_resilience(r: &Resilience) -> Vec<String> {
     let mut errors = Vec::new();
-    let ranges: [(&str, u64, u64, u64); 11] = [
+    let ranges: [(&str, u64, u64, u64); 14] = [
         ("deadline_ms", r.deadline_ms, 100, 3_600_000),
         ("max_attempts", u64::from(r.max_attempts), 1, 20),
         ("retries", u64::from(r.retries), 0, 10),
@@ -1085,6 +1096,19 @@ fn validate_resilience(r: &Resilience) -> Vec<String> {
             u64::from(r.capacity_threshold_pct),
             1,
             100,
+        ),
+        ("queue_timeout_ms", r.queue_timeout_ms, 0, 600_000),
+        (
+            "queue_max_per_key",
+            u64::from(r.queue_max_per_key),
+            1,
+            10_000,
+        ),
+        (
+            "queue_max_waiting",
+            u64::from(r.queue_max_waiting),
+            1,
+            100_000,
         ),
     ];
     for (name, v, lo, hi) in ranges {

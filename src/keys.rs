@@ -108,6 +108,9 @@ pub struct KeyGrant {
     /// This key's guardrails (over the global ones; a route's go over these).
     #[serde(default)]
     pub guardrails: Option<crate::guardrails::GuardrailPolicy>,
+    /// Tier when requests wait for provider capacity (`queue.rs`).
+    #[serde(default)]
+    pub priority: crate::queue::Priority,
 }
 
 /// A key's parent (team or project): its own limits, enforced by its own
@@ -305,6 +308,7 @@ mod tests {
             cache: None,
             project: None,
             guardrails: None,
+            priority: crate::queue::Priority::Standard,
         };
         assert!(g.may_use("anything", "openai", "openai/gpt-4o"));
         g.allowed_models = Some(vec!["openai/*".into(), "fast".into()]);
@@ -341,6 +345,7 @@ mod tests {
                 limits: None,
             }),
             guardrails: None,
+            priority: crate::queue::Priority::Standard,
         };
         assert!(g.budget_scopes().is_empty());
         g.project = Some(ProjectGrant {

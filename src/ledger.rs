@@ -157,6 +157,9 @@ pub struct RequestRow {
     pub project_id: Option<String>,
     /// Guardrail decisions (a `guardrail_events` row each).
     pub guardrails: Vec<crate::guardrails::GuardEvent>,
+    /// How long the request waited for provider capacity (`queue.rs`);
+    /// `None` when it did not wait.
+    pub queue_ms: Option<u64>,
 }
 
 /// One upstream attempt of a request.
@@ -222,8 +225,8 @@ pub const INSERT_REQUEST_SQL: &str = "INSERT OR IGNORE INTO requests (\
     request_id, created_at, key_id, endpoint, model_requested, provider, model_used, stream, \
     status, outcome, error_code, prompt_tokens, completion_tokens, total_tokens, \
     cached_prompt_tokens, reasoning_tokens, usage_source, latency_ms, ttft_ms, metadata, cache_status, \
-    cost_micros, saved_micros, pricing, project_id, attempt_count, fallback) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)";
+    cost_micros, saved_micros, pricing, project_id, attempt_count, fallback, queue_ms) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)";
 
 /// Adds a request to its hour's row of `usage_rollup` (migration 0010) —
 /// only when the `INSERT OR IGNORE` of the request just before it in the same
@@ -338,6 +341,7 @@ impl RequestRow {
             self.project_id.clone().into(),
             SqlValue::Int(i64::try_from(self.attempts.len()).unwrap_or(i64::MAX)),
             SqlValue::Int(i64::from(self.fell_back())),
+            self.queue_ms.into(),
         ]
     }
 }
@@ -378,6 +382,7 @@ mod tests {
             pricing: None,
             project_id: None,
             guardrails: Vec::new(),
+            queue_ms: None,
         };
         let v = row.bind_values();
         let placeholders = INSERT_REQUEST_SQL.matches('?').count();
@@ -436,6 +441,7 @@ mod tests {
             pricing: None,
             project_id: None,
             guardrails: Vec::new(),
+            queue_ms: None,
         };
         assert!(!row.fell_back());
         row.attempts = vec![attempt("openai", "a"), attempt("openai", "a")];
@@ -474,6 +480,7 @@ mod tests {
             pricing: None,
             project_id: None,
             guardrails: Vec::new(),
+            queue_ms: None,
         };
         let v = row.rollup_values();
         let max = (1..=30)
@@ -550,6 +557,7 @@ mod tests {
             pricing: None,
             project_id: None,
             guardrails: Vec::new(),
+            queue_ms: None,
         };
         row.apply_price(Some((&price, "priced")));
         // 1000 × 2.5 + 100 × 10 = 3500 micro-USD.
@@ -596,6 +604,7 @@ mod tests {
             pricing: None,
             project_id: None,
             guardrails: Vec::new(),
+            queue_ms: None,
         };
         let v = row.bind_values();
         assert_eq!(v[11], SqlValue::Null);
@@ -662,6 +671,7 @@ mod tests {
                 action: "redact",
                 count: 2,
             }],
+            queue_ms: Some(250),
         };
         let sql = |v: &SqlValue| match v {
             SqlValue::Null => rusqlite::types::Value::Null,
@@ -717,6 +727,10 @@ mod tests {
             .query_row("SELECT project_id FROM requests", [], |r| r.get(0))
             .unwrap();
         assert_eq!(project, "search");
+        let waited: i64 = db
+            .query_row("SELECT queue_ms FROM requests", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(waited, 250, "migration 0013's column");
         let guard: (String, String, i64) = db
             .query_row(
                 "SELECT COUNT(*) || ':' || detector, action, SUM(count) FROM guardrail_events",

@@ -29,6 +29,7 @@ pub mod ops;
 pub mod pricing;
 pub mod providers;
 pub mod quality;
+pub mod queue;
 pub mod redact;
 pub mod request;
 pub mod router;

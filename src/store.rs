@@ -62,6 +62,9 @@ pub struct KeyRecord {
     /// JSON `guardrails::GuardrailPolicy`; NULL = the global/route policy.
     #[serde(default)]
     pub guardrails: Option<String>,
+    /// Tier in the saturation queue (`queue::Priority`).
+    #[serde(default)]
+    pub priority: Option<String>,
 }
 
 impl KeyRecord {
@@ -103,6 +106,7 @@ impl KeyRecord {
                 serde_json::from_str(g)
                     .unwrap_or_else(|_| crate::guardrails::GuardrailPolicy::fail_closed())
             }),
+            priority: self.priority_tier(),
         }
     }
 
@@ -122,7 +126,16 @@ impl KeyRecord {
             "cache": self.cache_policy.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok()),
             "project_id": self.project_id,
             "guardrails": self.guardrails.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok()),
+            "priority": self.priority_tier().as_str(),
         })
+    }
+
+    /// The stored tier; an unknown value orders like `standard`.
+    fn priority_tier(&self) -> crate::queue::Priority {
+        self.priority
+            .as_deref()
+            .and_then(crate::queue::Priority::parse)
+            .unwrap_or_default()
     }
 }
 
@@ -138,7 +151,8 @@ fn parse_limits_fail_closed(stored: &str) -> crate::budget::Limits {
 /// second D1 call for a project).
 const KEY_COLUMNS: &str =
     "k.id, k.key_prefix, k.name, k.allowed_models, k.metadata, k.created_at, k.revoked_at, \
-     k.allow_inline_config, k.limits, k.cache_policy, k.project_id, p.limits AS project_limits, k.guardrails";
+     k.allow_inline_config, k.limits, k.cache_policy, k.project_id, p.limits AS project_limits, k.guardrails, \
+     k.priority";
 const KEYS_JOINED: &str = "virtual_keys k LEFT JOIN projects p ON p.id = k.project_id";
 
 /// The active key with this hash, if any.
@@ -282,6 +296,21 @@ pub async fn set_key_guardrails(
         .run()
         .await
         .map_err(|e| db_error("set key guardrails", &e))?;
+    Ok(())
+}
+
+/// Sets a key's tier in the saturation queue.
+pub async fn set_key_priority(
+    db: &D1Database,
+    id: &str,
+    priority: crate::queue::Priority,
+) -> Result<(), GatewayError> {
+    db.prepare("UPDATE virtual_keys SET priority = ?2 WHERE id = ?1")
+        .bind(&[JsValue::from_str(id), JsValue::from_str(priority.as_str())])
+        .map_err(|e| db_error("bind", &e))?
+        .run()
+        .await
+        .map_err(|e| db_error("set key priority", &e))?;
     Ok(())
 }
 
@@ -502,7 +531,7 @@ pub async fn insert_alert(db: &D1Database, values: &[SqlValue]) -> bool {
 const REQUEST_COLUMNS: &str = "request_id, created_at, key_id, endpoint, model_requested, provider, \
     model_used, stream, status, outcome, error_code, prompt_tokens, completion_tokens, total_tokens, \
     cached_prompt_tokens, reasoning_tokens, usage_source, latency_ms, ttft_ms, metadata, cache_status, cost_micros, saved_micros, pricing, \
-    project_id";
+    project_id, queue_ms";
 
 /// Newest ledger rows first, optionally for one key.
 pub async fn list_requests(

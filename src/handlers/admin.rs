@@ -80,6 +80,9 @@ struct CreateKey {
     project_id: Option<String>,
     #[serde(default)]
     guardrails: Option<crate::guardrails::GuardrailPolicy>,
+    /// Tier in the saturation queue; `standard` when absent.
+    #[serde(default)]
+    priority: Option<crate::queue::Priority>,
 }
 
 /// Validates a key's guardrail policy (it may name the global operator
@@ -141,6 +144,22 @@ fn patch_limits(body: &Map<String, Value>) -> Result<Option<Option<String>>, Gat
             Ok(Some(Some(limits_json(&l)?)))
         }
     }
+}
+
+/// A PATCH body's `priority`: absent → unchanged.
+fn patch_priority(
+    body: &Map<String, Value>,
+) -> Result<Option<crate::queue::Priority>, GatewayError> {
+    body.get("priority")
+        .map(|v| {
+            serde_json::from_value(v.clone()).map_err(|_| {
+                GatewayError::invalid_param(
+                    "priority",
+                    "'priority' must be \"paid\", \"standard\" or \"batch\".",
+                )
+            })
+        })
+        .transpose()
 }
 
 fn validate_name(name: &str) -> Result<(), GatewayError> {
@@ -217,6 +236,9 @@ async fn create_key(req: &mut Request, env: &Env) -> Result<Response, GatewayErr
     if guardrails.is_some() {
         store::set_key_guardrails(&db, &id, guardrails).await?;
     }
+    if let Some(p) = input.priority {
+        store::set_key_priority(&db, &id, p).await?;
+    }
     let record = store::get_key(&db, &id)
         .await?
         .ok_or(GatewayError::Internal)?;
@@ -247,7 +269,7 @@ async fn get_key(env: &Env, id: &str) -> Result<Response, GatewayError> {
 /// `PATCH /admin/keys/{id}` — `{"name"?: string, "allowed_models"?: [..] | null,
 /// "allow_inline_config"?: bool}`.
 async fn update_key(req: &mut Request, env: &Env, id: &str) -> Result<Response, GatewayError> {
-    const FIELDS: [&str; 7] = [
+    const FIELDS: [&str; 8] = [
         "name",
         "allowed_models",
         "allow_inline_config",
@@ -255,13 +277,14 @@ async fn update_key(req: &mut Request, env: &Env, id: &str) -> Result<Response, 
         "cache",
         "project_id",
         "guardrails",
+        "priority",
     ];
     let body = read_admin_json(req).await?;
     if let Some(unknown) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(GatewayError::invalid_param(
             unknown,
             format!(
-                "Unknown field '{unknown}'; only name, allowed_models, allow_inline_config, limits, cache, project_id and guardrails can be changed."
+                "Unknown field '{unknown}'; only name, allowed_models, allow_inline_config, limits, cache, project_id, guardrails and priority can be changed."
             ),
         ));
     }
@@ -276,6 +299,7 @@ async fn update_key(req: &mut Request, env: &Env, id: &str) -> Result<Response, 
         }
     };
     let name = patch_name(&body)?;
+    let priority = patch_priority(&body)?;
     let allowed_models = match body.get("allowed_models") {
         None => None,
         Some(Value::Null) => Some(None),
@@ -334,6 +358,9 @@ async fn update_key(req: &mut Request, env: &Env, id: &str) -> Result<Response, 
     };
     if let Some(g) = guardrails {
         store::set_key_guardrails(&db, id, g).await?;
+    }
+    if let Some(p) = priority {
+        store::set_key_priority(&db, id, p).await?;
     }
     store::update_key(
         &db,

@@ -306,29 +306,43 @@ pub fn observe_capacity(provider: &str, model: &str, headers: &worker::Headers, 
         pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         now_ms,
     );
+    if let Some(r) = reading {
+        CAPACITY.with(|c| {
+            c.borrow_mut()
+                .entry(format!("{provider}/{model}"))
+                .or_default()
+                .observe(r);
+        });
+    }
+}
+
+/// Counts a request to `provider`'s `model` as it leaves (not when it is
+/// answered, so a burst sees itself, and the saturation queue never hands
+/// one slot out twice).
+pub fn capacity_sent(provider: &str, model: &str, now_ms: u64) {
     CAPACITY.with(|c| {
         let mut c = c.borrow_mut();
         c.entry(provider.to_owned()).or_default().sent(now_ms);
-        if let Some(r) = reading {
-            c.entry(format!("{provider}/{model}"))
-                .or_default()
-                .observe(r);
-        }
+        c.entry(format!("{provider}/{model}"))
+            .or_default()
+            .sent(now_ms);
     });
 }
 
-/// Share of a provider account's rate limit for `model` in use, as far as
-/// this isolate knows (0 when unknown): the model's latest reading, or the
-/// provider's own request count against `rpm_limit`, whichever is larger.
-pub fn capacity_used(provider: &str, model: &str, now_ms: u64, rpm_limit: Option<u32>) -> f64 {
+/// The room one capacity resource has, as far as this isolate knows: a
+/// provider account (its own count against `rpm_limit`) or a
+/// `provider/model` (its latest reading).
+pub fn capacity_room(
+    resource: &str,
+    now_ms: u64,
+    rpm_limit: Option<u32>,
+    threshold_pct: u8,
+) -> crate::capacity::Room {
     CAPACITY.with(|c| {
-        let mut c = c.borrow_mut();
-        let reading = c
-            .get_mut(&format!("{provider}/{model}"))
-            .map_or(0.0, |l| l.used(now_ms, None));
-        let own = c
-            .get_mut(provider)
-            .map_or(0.0, |l| l.used(now_ms, rpm_limit));
-        reading.max(own)
+        c.borrow_mut()
+            .get_mut(resource)
+            .map_or(crate::capacity::Room::FREE, |l| {
+                l.room(now_ms, rpm_limit, threshold_pct)
+            })
     })
 }

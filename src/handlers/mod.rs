@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod budgets;
+pub mod capacity_queue;
 pub mod circuits;
 pub mod cron;
 pub mod dashboard;

@@ -16,7 +16,8 @@ use crate::cache::{self, CacheEntry};
 use crate::config::{CacheMode, GatewayConfig, RouteConfig};
 use crate::error::GatewayError;
 use crate::handlers::{
-    authenticate_key, budgets, circuits, config, database, guard, price_row, secret, semantic,
+    authenticate_key, budgets, capacity_queue, circuits, config, database, guard, price_row,
+    secret, semantic,
 };
 use crate::http::{
     error_response, messages_error_response, new_request_id, now_ms, random_bytes,
@@ -86,6 +87,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
         pricing: None,
         project_id: grant.project.as_ref().map(|p| p.id.clone()),
         guardrails: Vec::new(),
+        queue_ms: None,
     };
     let mut after = AfterResponse::default();
     let result = proxy(&mut req, &env, &grant, endpoint, &mut row, &mut after).await;
@@ -142,6 +144,9 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
             }
             if let Some(d) = &after.route_decision {
                 set_header(resp.headers(), ROUTE_DECISION_HEADER, d);
+            }
+            if let Some(ms) = row.queue_ms {
+                set_header(resp.headers(), QUEUE_MS_HEADER, &ms.to_string());
             }
             if let (Some(c), Some(b)) = (&gateway_config, &body) {
                 crate::obs::log_body(&c.logging, &request_id, "response_body", b);
@@ -202,6 +207,9 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
             }
             if let Some(d) = &after.route_decision {
                 set_header(resp.headers(), ROUTE_DECISION_HEADER, d);
+            }
+            if let Some(ms) = row.queue_ms {
+                set_header(resp.headers(), QUEUE_MS_HEADER, &ms.to_string());
             }
             row.status = resp.status_code();
             if let Ok(db) = db {
@@ -299,12 +307,16 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
             };
             row.latency_ms = now_ms().saturating_sub(started);
             let decision = after.route_decision.take();
+            let queue_ms = row.queue_ms;
             if let Ok(db) = db {
                 ctx.wait_until(finish_row(env, db, gateway_config, after.budget_held, row));
             }
             let resp = render_error(&e, Some(&request_id));
             if let Some(d) = &decision {
                 set_header(resp.headers(), ROUTE_DECISION_HEADER, d);
+            }
+            if let Some(ms) = queue_ms {
+                set_header(resp.headers(), QUEUE_MS_HEADER, &ms.to_string());
             }
             resp
         }
@@ -605,6 +617,7 @@ async fn proxy(
         // A sampled answer is compared with the reference's after the response.
         keep_body = keep_body.or(Some(cache::DEFAULT_MAX_ENTRY_BYTES));
     }
+    let links = wait_for_capacity(&config, links, grant, row, after).await?;
     let shape = RequestShape {
         endpoint,
         body: &body,
@@ -613,6 +626,49 @@ async fn proxy(
         native: native.as_ref(),
     };
     walk(env, &config, &links, shape, row).await
+}
+
+/// When every link is at its capacity threshold, waits in the saturation
+/// queue (`capacity_queue.rs`) — after admission and the caches, so a cache
+/// hit never waits and a request its budget refuses never holds a place —
+/// and puts the link that freed first. The wait is recorded in the row and
+/// the route decision; a refusal is `429 capacity_exhausted` (the handler
+/// then releases the budget reservation, charging nothing).
+async fn wait_for_capacity(
+    config: &GatewayConfig,
+    mut links: Vec<Link>,
+    grant: &KeyGrant,
+    row: &mut RequestRow,
+    after: &mut AfterResponse,
+) -> Result<Vec<Link>, GatewayError> {
+    let deadline_at = row
+        .created_at_ms
+        .saturating_add(config.resilience.deadline_ms);
+    let waited =
+        capacity_queue::wait_for_room(config, &links, &grant.id, grant.priority, deadline_at).await;
+    let (ms, outcome) = match &waited {
+        Ok(None) => return Ok(links),
+        Ok(Some(a)) => (a.waited_ms, "admitted"),
+        Err(r) => (r.waited_ms, "refused"),
+    };
+    row.queue_ms = Some(ms);
+    let note = format!(
+        "queue:{outcome} waited={ms}ms priority={}",
+        grant.priority.as_str()
+    );
+    after.route_decision = Some(match after.route_decision.take() {
+        Some(d) => format!("{d}; {note}"),
+        None => note,
+    });
+    match waited {
+        Ok(Some(a)) if a.link < links.len() => {
+            let freed = links.remove(a.link);
+            links.insert(0, freed);
+            Ok(links)
+        }
+        Ok(_) => Ok(links),
+        Err(r) => Err(r.error),
+    }
 }
 
 /// What `handle` does after the response: ledger estimate, cache write,
@@ -733,18 +789,20 @@ fn prefer_unsaturated_links(
         .iter()
         .map(|l| format!("{}/{}", l.provider, l.model))
         .collect();
+    let threshold = f64::from(config.resilience.capacity_threshold_pct) / 100.0;
     let used: Vec<f64> = links
         .iter()
         .map(|l| {
-            let rpm = config.providers.get(&l.provider).and_then(|c| c.rpm_limit);
-            circuits::capacity_used(&l.provider, &l.model, now, rpm)
+            let room = capacity_queue::link_room(config, l, now);
+            // No slot left is saturated, whatever the share shows.
+            if room.slots == 0 {
+                room.used.max(threshold)
+            } else {
+                room.used
+            }
         })
         .collect();
-    let (order, why) = crate::capacity::prefer_unsaturated(
-        &labels,
-        &used,
-        f64::from(config.resilience.capacity_threshold_pct) / 100.0,
-    );
+    let (order, why) = crate::capacity::prefer_unsaturated(&labels, &used, threshold);
     let Some(why) = why else {
         return links;
     };
@@ -761,6 +819,9 @@ fn prefer_unsaturated_links(
 
 /// What smart routing strategies (`cost`, …) chose and left out, and why.
 const ROUTE_DECISION_HEADER: &str = "x-tollgate-route-decision";
+
+/// How long the request waited for provider capacity (only when it did).
+const QUEUE_MS_HEADER: &str = "x-tollgate-queue-ms";
 
 /// `x-tollgate-cache`: the request's cache control, and the response's cache status.
 const CACHE_HEADER: &str = "x-tollgate-cache";
@@ -1359,6 +1420,7 @@ async fn http_attempt(
         provider: call.provider.clone(),
         kind: kind.as_str(),
     };
+    circuits::capacity_sent(&call.provider, &call.model, attempt_started);
     let Some(sent) = within(t.ttfb_ms, upstream::send(&call, &signal)).await else {
         controller.abort();
         return Err((

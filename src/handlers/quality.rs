@@ -63,6 +63,7 @@ fn overhead_row(
         pricing: None,
         project_id: None,
         guardrails: Vec::new(),
+        queue_ms: None,
     }
 }
 

@@ -137,8 +137,11 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
     if (kind === 'bedrock') gateway.providers[name].region = 'us-east-1';
   }
   // Suites that provoke upstream failures on purpose would otherwise open the
-  // circuit breaker for the next test; routing tests turn it back on.
-  gateway.resilience = { circuit_failures: 0, ...(gateway.resilience ?? {}) };
+  // circuit breaker for the next test; routing tests turn it back on. Likewise
+  // a provoked 429 carries the mock's "0 requests left for 20 s" headers, which
+  // would make the next test's requests wait in the saturation queue; the
+  // queue's own suite turns it back on.
+  gateway.resilience = { circuit_failures: 0, queue_timeout_ms: 0, ...(gateway.resilience ?? {}) };
   if (editConfig) editConfig(gateway);
   if (editWrangler) editWrangler(toml);
   const configPath = path.join(dir, 'wrangler.json');
