@@ -31,14 +31,17 @@ const require = createRequire(path.join(ROOT, 'package.json'));
 /**
  * The environment that makes Miniflare (inside `wrangler dev`) write the
  * workerd config it generates as JSON to `<dir>/workerd-config.json`, and
- * start workerd through a wrapper that tees each binary config it is given
- * to `<dir>/binary.<pid>` (Miniflare spawns several workerds: wrangler's
+ * start workerd through a wrapper that keeps each binary config it is given
+ * in `<dir>/binary.<pid>` (Miniflare spawns several workerds: wrangler's
  * dev proxy, the D1 migrations, the Worker's).
  */
 export function captureEnv(dir) {
   const wrapper = path.join(dir, 'workerd-tee.sh');
   const q = (s) => `'${s.replaceAll("'", "'\\''")}'`;
-  fs.writeFileSync(wrapper, `#!/bin/sh\n# bench/bare-workerd.mjs: keep a copy of the binary config on stdin, then run workerd.\ntee ${q(dir)}/binary.$$ | exec ${q(workerdBinary().bin)} "$@"\n`, { mode: 0o755 });
+  // Miniflare writes the config and closes stdin, so the copy is complete
+  // before workerd starts; `exec` keeps the pid Miniflare kills workerd's
+  // (a pipeline would leave workerd orphaned when Miniflare kills the shell).
+  fs.writeFileSync(wrapper, `#!/bin/sh\n# bench/bare-workerd.mjs: keep a copy of the binary config on stdin, then run workerd on it.\ncat > ${q(dir)}/binary.$$ && exec ${q(workerdBinary().bin)} "$@" < ${q(dir)}/binary.$$\n`, { mode: 0o755 });
   return { MINIFLARE_WORKERD_CONFIG_DEBUG: path.join(dir, 'workerd-config.json'), MINIFLARE_WORKERD_PATH: wrapper };
 }
 

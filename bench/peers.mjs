@@ -346,7 +346,9 @@ async function startTollgate(runtime) {
     await cleanup();
   };
   try {
+    const wranglerTree = processTree(stack.pid);
     await stack.halt();
+    await waitGone(wranglerTree);
     loopback = await startLoopbackStub(log);
     const port = await freePort();
     const { binary, changes } = buildBinaryConfig(captureDir, { address: `127.0.0.1:${port}`, loopbackAddress: loopback.address, workerName: 'tollgate' });
@@ -374,6 +376,23 @@ async function startTollgate(runtime) {
     await stopAll();
     throw new Error(`bare workerd: ${e.message}${out ? `\nworkerd output:\n${out}` : ''}`);
   }
+}
+
+/**
+ * Waits until every pid in `pids` has exited (SIGKILL after 10 s): the bare
+ * runtime must not start while wrangler's workerd still has the persisted
+ * SQLite files open.
+ */
+async function waitGone(pids) {
+  const alive = () => pids.filter((p) => fs.existsSync(`/proc/${p}`) && !fs.readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]?.startsWith('Z'));
+  for (let i = 0; i < 100 && alive().length; i++) await sleep(100);
+  for (const p of alive()) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {}
+  }
+  for (let i = 0; i < 20 && alive().length; i++) await sleep(100);
+  if (alive().length) throw new Error(`wrangler's processes still running after SIGKILL: ${alive().join(', ')}`);
 }
 
 /** The same request as the direct arm's (temperature 0 keeps it cacheable), in tollgate's model naming. */
