@@ -17,7 +17,7 @@ const MOCK = `http://127.0.0.1:${port}`;
 const MESSAGES = [{ role: 'system', content: 'You are a terse assistant.' }, { role: 'user', content: 'Give me one short sentence about caching.' }];
 const stack = await startStack({
   providers: { openai: { apiKey: MOCK_KEY } },
-  editConfig: (gw) => { gw.providers.openai.base_url = `${MOCK}/v1`; delete gw.resilience.circuit_failures; },
+  editConfig: (gw) => { gw.providers.openai.base_url = `${MOCK}/v1`; delete gw.resilience.circuit_failures; delete gw.resilience.queue_timeout_ms; },
   logLevel: 'warn',
 });
 const proxyPort = Number(new URL(stack.url).port);

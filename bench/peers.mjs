@@ -264,6 +264,9 @@ async function startTollgate(runtime) {
         // The harness turns the circuit breaker off for fault-injecting suites;
         // the bench runs the shipped default (on, synced with its Durable Object).
         delete gw.resilience.circuit_failures;
+        // Likewise the saturation queue (the harness turns it off for suites
+        // whose mock 429s would queue the next test): shipped default here.
+        delete gw.resilience.queue_timeout_ms;
         // Semantic cache opt-in (per request), when this build has one: the
         // profile asks for it with `x-tollgate-cache: semantic`; other requests
         // are untouched.
@@ -445,12 +448,12 @@ async function tollgateProfiles({ keys, url, proxyUrl, embedder, hasSemantic }) 
   const after = await mockStats();
   // The mock also served the interleaved direct arm; what is left went through tollgate.
   out.exact_cache_hit.upstream_requests_during = after.chat - before.chat - (Math.min(P.warmup, 30) + P.rounds * P.perRound);
-  // Each request a new casing of the prompt: an exact-cache miss every
+  // Each request a new spacing of the prompt: an exact-cache miss every
   // time, the same question for the semantic layer.
   let variant = 0;
   const semanticArm = {
     ...tollgateArm(keys.semantic, 'tollgate-semantic-hit', url, { 'x-tollgate-cache': 'semantic' }),
-    body: () => tollgateBody({ messages: [MESSAGES[0], { role: 'user', content: recase(MESSAGES[1].content, variant++) }] }),
+    body: () => tollgateBody({ messages: [MESSAGES[0], { role: 'user', content: respace(MESSAGES[1].content, variant++) }] }),
   };
   out.semantic_cache_hit = embedder
     ? await semanticProfile(semanticArm, run)
@@ -464,21 +467,26 @@ async function tollgateProfiles({ keys, url, proxyUrl, embedder, hasSemantic }) 
 }
 
 /** The `n`th casing of `text`: each word lower, Capitalised or UPPER (3^words variants). */
-function recase(text, n) {
-  return text
-    .split(' ')
-    .map((w) => {
+function respace(text, n) {
+  // 1–3 spaces in each gap between words, then 0–3 trailing spaces: the same
+  // words, numbers and casing (so the semantic near-miss guard has nothing
+  // to veto), a different body for the exact cache. 3^gaps × 4 variants.
+  const words = text.split(' ');
+  const out = words
+    .map((w, i) => {
+      if (i === 0) return w;
       const k = n % 3;
       n = Math.floor(n / 3);
-      return k === 0 ? w.toLowerCase() : k === 1 ? w[0].toUpperCase() + w.slice(1).toLowerCase() : w.toUpperCase();
+      return ' '.repeat(k + 1) + w;
     })
-    .join(' ');
+    .join('');
+  return out + ' '.repeat(n % 4);
 }
 
 /**
  * Semantic-cache hit with the local index (the `SemanticIndex` Durable
  * Object, the local embedder): the first request with
- * `x-tollgate-cache: semantic` is stored, and re-cased repeats of it must
+ * `x-tollgate-cache: semantic` is stored, and re-spaced repeats of it must
  * answer `SEMANTIC_HIT`. On a build without a semantic cache (400 for the
  * header) or without the embedder, the profile is skipped with the reason.
  */
@@ -495,7 +503,7 @@ async function semanticProfile(a, run) {
     }
     await sleep(100);
   }
-  return { available: false, reason: `no SEMANTIC_HIT: re-cased repeats of one prompt with x-tollgate-cache: semantic answered ${first.headers['x-tollgate-cache'] ?? 'no cache header'} for 40 tries` };
+  return { available: false, reason: `no SEMANTIC_HIT: re-spaced repeats of one prompt with x-tollgate-cache: semantic answered ${first.headers['x-tollgate-cache'] ?? 'no cache header'} for 40 tries` };
 }
 
 /** Portkey's open-source gateway (npm, pinned in bench/package.json), on the project's Node 22. */

@@ -41,6 +41,7 @@ const stack = await startStack({
   editConfig: (gw) => {
     gw.providers.openai.base_url = `${MOCK}/v1`;
     delete gw.resilience.circuit_failures;
+    delete gw.resilience.queue_timeout_ms;
   },
   logLevel: 'warn',
 });
