@@ -162,6 +162,39 @@ pub struct RequestRow {
     pub queue_ms: Option<u64>,
 }
 
+impl RequestRow {
+    /// A row for a request that has not run yet: status 200, outcome `ok`,
+    /// nothing measured; the caller fills in what happens.
+    pub fn new(request_id: String, created_at_ms: u64, key_id: String, endpoint: Endpoint) -> Self {
+        Self {
+            request_id,
+            created_at_ms,
+            key_id,
+            endpoint,
+            model_requested: None,
+            provider: None,
+            model_used: None,
+            stream: false,
+            status: 200,
+            outcome: Outcome::Ok,
+            error_code: None,
+            usage: None,
+            usage_estimated: false,
+            latency_ms: 0,
+            ttft_ms: None,
+            metadata: None,
+            attempts: Vec::new(),
+            cache_status: None,
+            cost_micros: None,
+            saved_micros: None,
+            pricing: None,
+            project_id: None,
+            guardrails: Vec::new(),
+            queue_ms: None,
+        }
+    }
+}
+
 /// One upstream attempt of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptRow {

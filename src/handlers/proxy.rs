@@ -63,32 +63,8 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
         Ok(g) => g,
         Err(e) => return render_error(&e, Some(&request_id)),
     };
-    let mut row = RequestRow {
-        request_id: request_id.clone(),
-        created_at_ms: started,
-        key_id: grant.id.clone(),
-        endpoint,
-        model_requested: None,
-        provider: None,
-        model_used: None,
-        stream: false,
-        status: 200,
-        outcome: Outcome::Ok,
-        error_code: None,
-        usage: None,
-        usage_estimated: false,
-        latency_ms: 0,
-        ttft_ms: None,
-        metadata: None,
-        attempts: Vec::new(),
-        cache_status: None,
-        cost_micros: None,
-        saved_micros: None,
-        pricing: None,
-        project_id: grant.project.as_ref().map(|p| p.id.clone()),
-        guardrails: Vec::new(),
-        queue_ms: None,
-    };
+    let mut row = RequestRow::new(request_id.clone(), started, grant.id.clone(), endpoint);
+    row.project_id = grant.project.as_ref().map(|p| p.id.clone());
     let mut after = AfterResponse::default();
     let result = proxy(&mut req, &env, &grant, endpoint, &mut row, &mut after).await;
     let result = match (result, after.output_guard.take()) {

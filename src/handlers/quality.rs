@@ -32,39 +32,21 @@ fn overhead_row(
     source_request_id: &str,
     source_key_id: &str,
 ) -> RequestRow {
-    RequestRow {
+    let mut row = RequestRow::new(
         request_id,
-        created_at_ms: crate::http::now_ms(),
-        key_id: key_id.to_owned(),
-        endpoint: Endpoint::ChatCompletions,
-        model_requested: None,
-        provider: None,
-        model_used: None,
-        stream: false,
-        status: 200,
-        outcome: Outcome::Ok,
-        error_code: None,
-        usage: None,
-        usage_estimated: false,
-        latency_ms: 0,
-        ttft_ms: None,
-        metadata: Some(
-            json!({
-                "feature": feature,
-                "source_request_id": source_request_id,
-                "source_key_id": source_key_id,
-            })
-            .to_string(),
-        ),
-        attempts: Vec::new(),
-        cache_status: None,
-        cost_micros: None,
-        saved_micros: None,
-        pricing: None,
-        project_id: None,
-        guardrails: Vec::new(),
-        queue_ms: None,
-    }
+        crate::http::now_ms(),
+        key_id.to_owned(),
+        Endpoint::ChatCompletions,
+    );
+    row.metadata = Some(
+        json!({
+            "feature": feature,
+            "source_request_id": source_request_id,
+            "source_key_id": source_key_id,
+        })
+        .to_string(),
+    );
+    row
 }
 
 /// Asks the route's classifier model for the tier, within its deadline.
