@@ -24,6 +24,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 
 import { ROOT } from '../tests/e2e/harness.mjs';
+import { stopProcessGroup } from './lib.mjs';
 
 // The project's own installs (package.json): the miniflare and workerd that wrangler uses.
 const require = createRequire(path.join(ROOT, 'package.json'));
@@ -194,17 +195,6 @@ export function spawnWorkerd(binary) {
     pid: child.pid,
     output: () => out,
     exited: () => child.exitCode !== null || child.signalCode !== null,
-    async stop() {
-      try {
-        process.kill(-child.pid, 'SIGTERM');
-      } catch {}
-      const t = setTimeout(() => {
-        try {
-          process.kill(-child.pid, 'SIGKILL');
-        } catch {}
-      }, 5000);
-      await exited;
-      clearTimeout(t);
-    },
+    stop: () => stopProcessGroup(child.pid, exited),
   };
 }

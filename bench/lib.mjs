@@ -349,3 +349,17 @@ export function listeningPorts(pid) {
     .filter(Boolean)
     .map(Number);
 }
+
+/** Stops a child started in its own process group: SIGTERM, then SIGKILL after 5 s; resolves when `exited` does. */
+export async function stopProcessGroup(pid, exited) {
+  try {
+    process.kill(-pid, 'SIGTERM');
+  } catch {}
+  const t = setTimeout(() => {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {}
+  }, 5000);
+  await exited;
+  clearTimeout(t);
+}

@@ -21,7 +21,7 @@ import { parseArgs } from 'node:util';
 
 import { freePort, ROOT, startStack } from '../tests/e2e/harness.mjs';
 import { buildBinaryConfig, captureEnv, spawnWorkerd, startLoopbackStub, WORKERD_ARGS, workerdBinary } from './bare-workerd.mjs';
-import { closedLoop, comm, cpuSeconds, interleaved, listeningPorts, peakRssMiB, pin, post, processTree, roundAll, streams } from './lib.mjs';
+import { closedLoop, comm, cpuSeconds, interleaved, listeningPorts, peakRssMiB, pin, post, processTree, roundAll, stopProcessGroup, streams } from './lib.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -562,18 +562,7 @@ function startChild(cmd, argv, env, ready) {
       value: null,
       output: () => out,
       exited: () => child.exitCode !== null,
-      async stop() {
-        try {
-          process.kill(-child.pid, 'SIGTERM');
-        } catch {}
-        const t = setTimeout(() => {
-          try {
-            process.kill(-child.pid, 'SIGKILL');
-          } catch {}
-        }, 5000);
-        await exited;
-        clearTimeout(t);
-      },
+      stop: () => stopProcessGroup(child.pid, exited),
     };
     const onData = (d) => {
       out += d;
