@@ -930,18 +930,7 @@ mod sqlite_tests {
     };
 
     fn db() -> rusqlite::Connection {
-        let db = rusqlite::Connection::open_in_memory().unwrap();
-        let mut files: Vec<_> =
-            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-        files.sort();
-        for f in &files {
-            db.execute_batch(&std::fs::read_to_string(f).unwrap())
-                .unwrap();
-        }
-        db
+        crate::test_db::migrated()
     }
 
     fn value(v: &SqlValue) -> rusqlite::types::Value {

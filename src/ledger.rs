@@ -600,17 +600,7 @@ mod tests {
     /// and the real statements: a replayed ledger write adds nothing.
     #[test]
     fn replaying_the_ledger_write_adds_nothing() {
-        let db = rusqlite::Connection::open_in_memory().unwrap();
-        let mut files: Vec<_> =
-            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-        files.sort();
-        for f in &files {
-            db.execute_batch(&std::fs::read_to_string(f).unwrap())
-                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        }
+        let db = crate::test_db::migrated();
         let attempt = |n: u32, ok: bool| AttemptRow {
             attempt: n,
             provider: "openai".into(),

@@ -41,6 +41,9 @@ pub mod sse;
 pub mod usage;
 pub mod walker;
 
+#[cfg(test)]
+mod test_db;
+
 #[cfg(target_arch = "wasm32")]
 mod ai_binding;
 #[cfg(target_arch = "wasm32")]

@@ -465,6 +465,15 @@ pub fn compaction_cutoff(r: &Retention, now_ms: u64) -> u64 {
 pub const DELETE_ATTEMPTS_SQL: &str = "DELETE FROM attempts WHERE request_id IN \
     (SELECT request_id FROM requests WHERE created_at <= ?1)";
 pub const DELETE_REQUESTS_SQL: &str = "DELETE FROM requests WHERE created_at <= ?1";
+/// What hangs off ledger rows goes with them, in the same batch and by the
+/// same boundary: guardrail decisions, quality samples (the user's request;
+/// the reference call is a ledger row of its own) and semantic shadow
+/// would-be hits. Each table has its own `created_at`, the request's time.
+pub const DELETE_DEPENDENTS_SQL: [&str; 3] = [
+    "DELETE FROM guardrail_events WHERE created_at <= ?1",
+    "DELETE FROM quality_samples WHERE created_at <= ?1",
+    "DELETE FROM semantic_shadow WHERE created_at <= ?1",
+];
 /// The `created_at` of the `?2`-th oldest row before the cutoff `?1`
 /// (0-based offset): one batch's boundary.
 pub const BATCH_BOUNDARY_SQL: &str = "SELECT created_at AS t FROM requests WHERE created_at < ?1 \
@@ -480,6 +489,52 @@ pub fn retention_cutoff(r: &Retention, now_ms: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The retention batch against the real schema: everything at or before
+    /// the boundary goes, ledger rows and what hangs off them; nothing after.
+    #[test]
+    fn retention_deletes_ledger_rows_and_their_dependents_up_to_the_boundary() {
+        let db = crate::test_db::migrated();
+        for (id, at) in [("req_old", 1_000), ("req_new", 5_000)] {
+            db.execute_batch(&format!(
+                "INSERT INTO requests (request_id, created_at, key_id, endpoint, status, outcome, usage_source, latency_ms, attempt_count) \
+                   VALUES ('{id}', {at}, 'k', 'chat.completions', 200, 'ok', 'provider', 1, 1);
+                 INSERT INTO attempts (request_id, attempt, provider, model, started_at, latency_ms, outcome) \
+                   VALUES ('{id}', 1, 'openai', 'gpt-4o-mini', {at}, 1, 'ok');
+                 INSERT INTO guardrail_events (request_id, seq, stage, detector, action, count, created_at) \
+                   VALUES ('{id}', 0, 'input', 'email', 'redact', 1, {at});
+                 INSERT INTO quality_samples (request_id, created_at, key_id, route, provider, model, reference, \
+                   reference_request_id, reference_latency_ms) \
+                   VALUES ('{id}', {at}, 'k', 'r', 'openai', 'gpt-4o-mini', 'openai/gpt-4o', '{id}_ref', 5);
+                 INSERT INTO semantic_shadow (request_id, key_id, created_at, model, candidate_id, similarity, threshold, verdict) \
+                   VALUES ('{id}', 'k', {at}, 'm', 'c', 0.95, 0.92, 'would_hit');"
+            ))
+            .unwrap();
+        }
+        let boundary = 1_000;
+        let mut statements = vec![DELETE_ATTEMPTS_SQL];
+        statements.extend(DELETE_DEPENDENTS_SQL);
+        statements.push(DELETE_REQUESTS_SQL);
+        for sql in statements {
+            db.execute(sql, [boundary]).unwrap();
+        }
+        for table in [
+            "requests",
+            "attempts",
+            "guardrail_events",
+            "quality_samples",
+            "semantic_shadow",
+        ] {
+            let left: Vec<String> = db
+                .prepare(&format!("SELECT request_id FROM {table}"))
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(left, ["req_new"], "{table}");
+        }
+    }
 
     #[test]
     fn request_logs_default_to_failures_only() {

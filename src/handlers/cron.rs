@@ -258,17 +258,26 @@ async fn retention(
             break;
         };
         let b = JsValue::from_f64(boundary);
-        let statements = vec![
-            db.prepare(ops::DELETE_ATTEMPTS_SQL)
-                .bind(std::slice::from_ref(&b))
-                .map_err(|e| text(&e))?,
+        let mut statements = vec![db
+            .prepare(ops::DELETE_ATTEMPTS_SQL)
+            .bind(std::slice::from_ref(&b))
+            .map_err(|e| text(&e))?];
+        for sql in ops::DELETE_DEPENDENTS_SQL {
+            statements.push(
+                db.prepare(sql)
+                    .bind(std::slice::from_ref(&b))
+                    .map_err(|e| text(&e))?,
+            );
+        }
+        // Last: its change count is the batch's count of ledger rows.
+        statements.push(
             db.prepare(ops::DELETE_REQUESTS_SQL)
                 .bind(&[b])
                 .map_err(|e| text(&e))?,
-        ];
+        );
         let results = db.batch(statements).await.map_err(|e| text(&e))?;
         let deleted = results
-            .get(1)
+            .last()
             .and_then(|r| r.meta().ok().flatten())
             .and_then(|m| m.changes)
             .unwrap_or(0);
