@@ -181,7 +181,9 @@ describe('chat completions', () => {
 describe('embeddings and models', () => {
   test('embeddings round-trip through the SDK (base64 by default) and are ledgered', async () => {
     stack.mocks.openai.reset();
-    const res = await client.embeddings.create({ model: 'openai/text-embedding-3-small', input: ['alpha beta', 'gamma'] });
+    const { data: res, response } = await client.embeddings
+      .create({ model: 'openai/text-embedding-3-small', input: ['alpha beta', 'gamma'] })
+      .withResponse();
     assert.equal(res.data.length, 2);
     assert.equal(res.data[0].embedding.length, 8);
     const sent = lastRequest();
@@ -194,8 +196,10 @@ describe('embeddings and models', () => {
       encoding_format: 'float',
     });
     assert.deepEqual(res.data[1].embedding, direct.data[1].embedding.map(Math.fround));
-    const rows = await stack.ledger({ keyId: key.id, count: 7 });
-    const row = rows.find((r) => r.endpoint === 'embeddings');
+    const id = response.headers.get('x-tollgate-request-id');
+    const rows = await stack.ledger({ keyId: key.id, ids: [id] });
+    const row = rows.find((r) => r.request_id === id);
+    assert.equal(row.endpoint, 'embeddings');
     assert.equal(row.prompt_tokens, res.usage.prompt_tokens);
   });
 
