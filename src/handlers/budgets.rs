@@ -188,27 +188,7 @@ pub async fn deliver_alerts(
             // Already recorded (a replay): never notify twice.
             continue;
         }
-        for url in webhooks {
-            let mut init = RequestInit::new();
-            let headers = worker::Headers::new();
-            crate::http::set_header(&headers, "content-type", "application/json");
-            init.with_method(Method::Post)
-                .with_headers(headers)
-                .with_redirect(worker::RequestRedirect::Manual)
-                .with_body(Some(wasm_bindgen::JsValue::from_str(&payload.to_string())));
-            let sent = match Request::new_with_init(url, &init) {
-                Ok(req) => worker::Fetch::Request(req)
-                    .send()
-                    .await
-                    .map(|r| r.status_code()),
-                Err(e) => Err(e),
-            };
-            match sent {
-                Ok(status) if (200..300).contains(&status) => {}
-                Ok(status) => console_error!("alert webhook answered {status}"),
-                Err(e) => console_error!("alert webhook failed: {e}"),
-            }
-        }
+        crate::handlers::cron::post(webhooks, &payload, "budget alert").await;
     }
 }
 

@@ -79,8 +79,9 @@ async fn record(
     crate::store::insert_alert(db, &values).await
 }
 
-/// POSTs a payload to every configured webhook (redirects not followed).
-async fn post(webhooks: &[String], payload: &Value) {
+/// POSTs a payload to every configured webhook (redirects not followed);
+/// failures are logged under `what`, never retried.
+pub(crate) async fn post(webhooks: &[String], payload: &Value, what: &str) {
     for url in webhooks {
         let headers = worker::Headers::new();
         crate::http::set_header(&headers, "content-type", "application/json");
@@ -98,8 +99,8 @@ async fn post(webhooks: &[String], payload: &Value) {
         };
         match sent {
             Ok(status) if (200..300).contains(&status) => {}
-            Ok(status) => console_error!("cron: webhook answered {status}"),
-            Err(e) => console_error!("cron: webhook failed: {e}"),
+            Ok(status) => console_error!("{what} webhook answered {status}"),
+            Err(e) => console_error!("{what} webhook failed: {e}"),
         }
     }
 }
@@ -152,7 +153,7 @@ async fn evaluate_alerts(
         )
         .await
         {
-            post(&config.alerts.webhook_urls, &payload).await;
+            post(&config.alerts.webhook_urls, &payload, "cron: ops alert").await;
             sent += 1;
         }
     }
@@ -214,7 +215,12 @@ async fn weekly_summary(db: &D1Database, config: &GatewayConfig, now: u64) -> Re
         now,
     );
     if record(db, "weekly_summary", 0, key_ms, now, &payload).await {
-        post(&config.alerts.webhook_urls, &payload).await;
+        post(
+            &config.alerts.webhook_urls,
+            &payload,
+            "cron: weekly summary",
+        )
+        .await;
         return Ok(true);
     }
     Ok(false)
