@@ -12,10 +12,7 @@ use worker::{console_error, D1Database, Delay};
 use crate::error::GatewayError;
 use crate::group_commit::{GroupCommit, Push};
 use crate::keys::KeyGrant;
-use crate::ledger::{
-    RequestRow, SqlValue, INSERT_ATTEMPT_SQL, INSERT_GUARDRAIL_SQL, INSERT_REQUEST_SQL,
-    INSERT_ROLLUP_SQL,
-};
+use crate::ledger::{ledger_statements, RequestRow, SqlValue};
 
 pub(crate) fn js(v: &SqlValue) -> JsValue {
     match v {
@@ -468,24 +465,10 @@ pub async fn commit_request_row(db: &D1Database, row: RequestRow) {
 /// or any replay — add nothing. True when written.
 async fn insert_rows(db: &D1Database, rows: &[RequestRow], tries: u32) -> bool {
     let build = || -> worker::Result<Vec<worker::D1PreparedStatement>> {
-        let mut statements = Vec::new();
-        for row in rows {
-            let values: Vec<JsValue> = row.bind_values().iter().map(js).collect();
-            let rollup: Vec<JsValue> = row.rollup_values().iter().map(js).collect();
-            // The rollup must follow the request insert directly: it adds the
-            // request only if that insert added a row (`changes() = 1`).
-            statements.push(db.prepare(INSERT_REQUEST_SQL).bind(&values)?);
-            statements.push(db.prepare(INSERT_ROLLUP_SQL).bind(&rollup)?);
-            for a in &row.attempts {
-                let values: Vec<JsValue> = a.bind_values(&row.request_id).iter().map(js).collect();
-                statements.push(db.prepare(INSERT_ATTEMPT_SQL).bind(&values)?);
-            }
-            for values in row.guardrail_values() {
-                let values: Vec<JsValue> = values.iter().map(js).collect();
-                statements.push(db.prepare(INSERT_GUARDRAIL_SQL).bind(&values)?);
-            }
-        }
-        Ok(statements)
+        ledger_statements(rows)
+            .into_iter()
+            .map(|(sql, json)| db.prepare(sql).bind(&[JsValue::from_str(&json)]))
+            .collect()
     };
     let first = rows.first().map_or("", |r| r.request_id.as_str());
     for attempt in 1..=tries {
