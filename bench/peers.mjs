@@ -29,6 +29,14 @@ const { values: args } = parseArgs({
     only: { type: 'string', default: 'tollgate,tollgate-workerd,portkey,litellm' },
     label: { type: 'string', default: '' },
     out: { type: 'string', default: 'peers' },
+    // Profiling aid, no results written: keep c=64 load on each gateway for
+    // this many seconds (its pids are printed first, for `perf record -p`).
+    hold: { type: 'string', default: '0' },
+    // A/B aid: c=1 interleaved and the c=64 point only (no streams, no profiles).
+    brief: { type: 'boolean', default: false },
+    // Seconds of c=8 load on each gateway before it is measured (JIT and
+    // wasm tier-up done, pools warm): the steady state a deployed gateway runs in.
+    warm: { type: 'string', default: '' },
   },
 });
 const Q = args.quick;
@@ -36,7 +44,7 @@ const P = {
   rounds: Q ? 8 : 20,
   perRound: Q ? 25 : 50,
   warmup: Q ? 30 : 100,
-  sweep: [1, 16, 64],
+  sweep: args.brief ? [64] : [1, 16, 64],
   sweepSeconds: Q ? 3 : 8,
   sweepWarmup: Q ? 1 : 2,
   streams: Q ? 6 : 20,
@@ -145,6 +153,7 @@ for (const name of ONLY) {
 }
 results.machine.load_average_at_end = os.loadavg().map((x) => Math.round(x * 100) / 100);
 await mock.stop();
+if (Number(args.hold) > 0 || args.brief) process.exit(0);
 
 const outDir = path.join(BENCH, 'results');
 fs.mkdirSync(outDir, { recursive: true });
@@ -167,6 +176,22 @@ async function measure(name, g) {
   const pids = () => processTree(g.pid);
   if (PINNED) pin(pids(), '1');
   const cpuBefore = cpuSeconds(pids());
+  const warmSeconds = args.warm === '' ? (Q ? 3 : 10) : Number(args.warm);
+  if (warmSeconds > 0) {
+    const w = await closedLoop({ arm: g.arm, c: 8, seconds: warmSeconds, warmupSeconds: 0, check: checkOk });
+    log(`warm-up: ${w.requests} requests at c=8 in ${warmSeconds} s`);
+  }
+  if (Number(args.hold) > 0) {
+    await closedLoop({ arm: g.arm, c: 64, seconds: 2, warmupSeconds: 0, check: checkOk });
+    log(`holding c=64 for ${args.hold} s on pids ${pids().join(' ')}`);
+    // In 5 s slices, so a gateway that slows down as it runs shows it.
+    for (let t = 0; t < Number(args.hold); t += 5) {
+      const cpu0 = cpuSeconds(pids());
+      const x = await closedLoop({ arm: g.arm, c: 64, seconds: 5, warmupSeconds: 0, check: checkOk });
+      log(`  ${t}–${t + 5} s: ${x.rps.toFixed(0)} req/s, CPU ms/request ${(((cpuSeconds(pids()) - cpu0) * 1000) / x.requests).toFixed(3)}`);
+    }
+    return { hold: true };
+  }
 
   log(`c=1 interleaved: ${P.rounds} rounds × ${P.perRound} requests per arm`);
   r.c1 = await interleaved({ direct, gateway: g.arm, rounds: P.rounds, perRound: P.perRound, warmup: P.warmup, check: checkOk });
@@ -197,6 +222,7 @@ async function measure(name, g) {
     log(`  c=${c}: ${x.rps.toFixed(0)} req/s (${(point.rps_ratio * 100).toFixed(1)} % of direct ${d.rps.toFixed(0)}), added p99 ${point.added_p99_ms.toFixed(2)} ms, ${point.gateway_cpu_ms_per_request?.toFixed(3)} CPU ms/request${x.errors ? `, ${x.errors} errors (${x.first_error})` : ''}`);
   }
 
+  if (args.brief) return r;
   log(`streams: ${P.streams} per arm, ${P.chunks} chunks every ${P.chunkMs} ms`);
   r.streams = await streams({ direct, gateway: g.arm, n: P.streams, warmup: 2 });
   const s = r.streams;

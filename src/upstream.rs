@@ -73,7 +73,7 @@ pub async fn send(call: &HttpCall, signal: &AbortSignal) -> Result<Response, Gat
     let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
     let answered = JsFuture::from(global.fetch_with_str_and_init(&call.url, &init))
         .await
-        .and_then(|r| r.dyn_into::<web_sys::Response>().map_err(JsValue::from));
+        .and_then(|r| r.dyn_into::<web_sys::Response>());
     match answered {
         Ok(resp) => Ok(resp.into()),
         Err(e) => {

@@ -42,7 +42,7 @@ thread_local! {
     static PRICES: RefCell<Option<Rc<crate::pricing::PriceTable>>> = const { RefCell::new(None) };
     /// What `lookup_price` answered per (provider, model): the table walk
     /// (dated-suffix search) runs once per pair, not once per request.
-    static PRICE_MEMO: RefCell<HashMap<(String, String), Option<(crate::pricing::Price, &'static str)>>> =
+    static PRICE_MEMO: RefCell<HashMap<(String, String), Option<PriceHow>>> =
         RefCell::new(HashMap::new());
     /// Secrets read so far. A secret is a binding, and an isolate's bindings
     /// never change (a new secret value is a new deployment, new isolates).
@@ -50,6 +50,9 @@ thread_local! {
     /// Whether the D1 binding passed workers-rs' type check in this isolate.
     static DB_CHECKED: Cell<bool> = const { Cell::new(false) };
 }
+
+/// A price and how it was found (`priced` or `default`).
+type PriceHow = (crate::pricing::Price, &'static str);
 
 /// Bounds the price memo: model names come from provider responses, so a
 /// provider that answers with ever-new names must not grow it without end.
