@@ -3,7 +3,9 @@
 // Not a test. Run it through `make bench` (which installs the peers and builds
 // the Worker first), or directly once installed:
 //
-//   node bench/peers.mjs [--quick] [--only tollgate,tollgate-workerd,portkey,litellm] [--label after]
+//   node bench/peers.mjs [--quick] [--only tollgate,tollgate-workerd,workerd-floor,portkey,litellm] [--label after]
+//   node bench/peers.mjs --only tollgate-workerd --hold 30   # c=64 load in 5 s slices, for perf record
+//   node bench/peers.mjs --only tollgate-workerd --quick --brief   # c=1 and c=64 only, no results written
 //
 // `tollgate` runs the built Worker under `wrangler dev`; `tollgate-workerd`
 // runs the same Worker under bare workerd (bench/bare-workerd.mjs), without
@@ -26,7 +28,7 @@ import { closedLoop, comm, cpuSeconds, interleaved, listeningPorts, peakRssMiB, 
 const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
-    only: { type: 'string', default: 'tollgate,tollgate-workerd,portkey,litellm' },
+    only: { type: 'string', default: 'tollgate,tollgate-workerd,workerd-floor,portkey,litellm' },
     label: { type: 'string', default: '' },
     out: { type: 'string', default: 'peers' },
     // Profiling aid, no results written: keep c=64 load on each gateway for
@@ -53,7 +55,7 @@ const P = {
 };
 const ONLY = args.only.split(',').map((s) => s.trim());
 /** How each gateway is named in the outputs. */
-const DISPLAY = { tollgate: 'tollgate (wrangler dev)', 'tollgate-workerd': 'tollgate (bare workerd)', portkey: 'Portkey', litellm: 'LiteLLM' };
+const DISPLAY = { tollgate: 'tollgate (wrangler dev)', 'tollgate-workerd': 'tollgate (bare workerd)', 'workerd-floor': 'workerd floor (10-line JS forwarder)', portkey: 'Portkey', litellm: 'LiteLLM' };
 const BENCH = path.join(ROOT, 'bench');
 const NODE = path.join(ROOT, 'node_modules', '.bin', 'node');
 const MOCK_KEY = 'sk-bench-mock-upstream-0000000000000000';
@@ -130,7 +132,7 @@ const results = {
   gateways: {},
 };
 
-const STARTERS = { tollgate: () => startTollgate('wrangler'), 'tollgate-workerd': () => startTollgate('workerd'), portkey: startPortkey, litellm: startLitellm };
+const STARTERS = { tollgate: () => startTollgate('wrangler'), 'tollgate-workerd': () => startTollgate('workerd'), 'workerd-floor': startWorkerdFloor, portkey: startPortkey, litellm: startLitellm };
 for (const name of ONLY) if (!STARTERS[name]) throw new Error(`unknown gateway ${name} (known: ${Object.keys(STARTERS).join(', ')})`);
 for (const name of ONLY) {
   log(`\n=== ${DISPLAY[name]} ===`);
@@ -550,6 +552,44 @@ async function startPortkey() {
       streamBody: direct.streamBody,
     },
     stop: () => child.stop(),
+  };
+}
+
+/**
+ * The runtime's floor: bench/floor-worker.js (read JSON, rewrite the model,
+ * forward, return the answer untouched) under the same workerd binary as the
+ * bare tollgate arm, with a config written here in workerd's text format.
+ */
+async function startWorkerdFloor() {
+  const port = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-floor-'));
+  fs.copyFileSync(path.join(BENCH, 'floor-worker.js'), path.join(dir, 'worker.js'));
+  const capnp = `using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [ (name = "floor", worker = .floor), (name = "internet", network = (allow = ["public", "private", "local"])) ],
+  sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "floor") ],
+);
+const floor :Workerd.Worker = (
+  modules = [ (name = "worker", esModule = embed "worker.js") ],
+  compatibilityDate = "2026-11-01",
+  bindings = [ (name = "UPSTREAM", text = "${MOCK}"), (name = "KEY", text = "${MOCK_KEY}") ],
+  globalOutbound = "internet",
+);
+`;
+  fs.writeFileSync(path.join(dir, 'config.capnp'), capnp);
+  const wd = workerdBinary();
+  const child = await startChild(wd.bin, ['serve', path.join(dir, 'config.capnp'), '--experimental'], {}, null);
+  const url = `http://127.0.0.1:${port}`;
+  await waitHttp(`${url}/`, 30_000, child);
+  return {
+    pid: child.pid,
+    how: `workerd ${wd.version} serve (${path.relative(ROOT, wd.bin)}), bench/floor-worker.js, one socket, globalOutbound straight to the network; same requests as tollgate's`,
+    version: wd.version,
+    arm: { ...tollgateArm({ key: 'unused' }, 'workerd-floor', url), headers: {} },
+    stop: async () => {
+      await child.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
   };
 }
 
