@@ -34,6 +34,7 @@ const { values: args } = parseArgs({
     // Profiling aid, no results written: keep c=64 load on each gateway for
     // this many seconds (its pids are printed first, for `perf record -p`).
     hold: { type: 'string', default: '0' },
+    'hold-c': { type: 'string', default: '64' },
     // A/B aid: c=1 interleaved and the c=64 point only (no streams, no profiles).
     brief: { type: 'boolean', default: false },
     // Seconds of c=8 load on each gateway before it is measured (JIT and
@@ -185,11 +186,12 @@ async function measure(name, g) {
   }
   if (Number(args.hold) > 0) {
     await closedLoop({ arm: g.arm, c: 64, seconds: 2, warmupSeconds: 0, check: checkOk });
-    log(`holding c=64 for ${args.hold} s on pids ${pids().join(' ')}`);
+    const holdC = Number(args['hold-c']);
+    log(`holding c=${holdC} for ${args.hold} s on pids ${pids().join(' ')}`);
     // In 5 s slices, so a gateway that slows down as it runs shows it.
     for (let t = 0; t < Number(args.hold); t += 5) {
       const cpu0 = cpuSeconds(pids());
-      const x = await closedLoop({ arm: g.arm, c: 64, seconds: 5, warmupSeconds: 0, check: checkOk });
+      const x = await closedLoop({ arm: g.arm, c: holdC, seconds: 5, warmupSeconds: 0, check: checkOk });
       log(`  ${t}–${t + 5} s: ${x.rps.toFixed(0)} req/s, CPU ms/request ${(((cpuSeconds(pids()) - cpu0) * 1000) / x.requests).toFixed(3)}`);
     }
     return { hold: true };
