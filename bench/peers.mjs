@@ -3,7 +3,9 @@
 // Not a test. Run it through `make bench` (which installs the peers and builds
 // the Worker first), or directly once installed:
 //
-//   node bench/peers.mjs [--quick] [--only tollgate,tollgate-workerd,portkey,litellm] [--label after]
+//   node bench/peers.mjs [--quick] [--only tollgate,tollgate-workerd,workerd-floor,portkey,litellm] [--label after]
+//   node bench/peers.mjs --only tollgate-workerd --hold 30   # c=64 load in 5 s slices, for perf record
+//   node bench/peers.mjs --only tollgate-workerd --quick --brief   # c=1 and c=64 only, no results written
 //
 // `tollgate` runs the built Worker under `wrangler dev`; `tollgate-workerd`
 // runs the same Worker under bare workerd (bench/bare-workerd.mjs), without
@@ -26,9 +28,18 @@ import { closedLoop, comm, cpuSeconds, interleaved, listeningPorts, peakRssMiB, 
 const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
-    only: { type: 'string', default: 'tollgate,tollgate-workerd,portkey,litellm' },
+    only: { type: 'string', default: 'tollgate,tollgate-workerd,workerd-floor,portkey,litellm' },
     label: { type: 'string', default: '' },
     out: { type: 'string', default: 'peers' },
+    // Profiling aid, no results written: keep c=64 load on each gateway for
+    // this many seconds (its pids are printed first, for `perf record -p`).
+    hold: { type: 'string', default: '0' },
+    'hold-c': { type: 'string', default: '64' },
+    // A/B aid: c=1 interleaved and the c=64 point only (no streams, no profiles).
+    brief: { type: 'boolean', default: false },
+    // Seconds of c=8 load on each gateway before it is measured (JIT and
+    // wasm tier-up done, pools warm): the steady state a deployed gateway runs in.
+    warm: { type: 'string', default: '' },
   },
 });
 const Q = args.quick;
@@ -36,7 +47,7 @@ const P = {
   rounds: Q ? 8 : 20,
   perRound: Q ? 25 : 50,
   warmup: Q ? 30 : 100,
-  sweep: [1, 16, 64],
+  sweep: args.brief ? [64] : [1, 16, 64],
   sweepSeconds: Q ? 3 : 8,
   sweepWarmup: Q ? 1 : 2,
   streams: Q ? 6 : 20,
@@ -45,7 +56,7 @@ const P = {
 };
 const ONLY = args.only.split(',').map((s) => s.trim());
 /** How each gateway is named in the outputs. */
-const DISPLAY = { tollgate: 'tollgate (wrangler dev)', 'tollgate-workerd': 'tollgate (bare workerd)', portkey: 'Portkey', litellm: 'LiteLLM' };
+const DISPLAY = { tollgate: 'tollgate (wrangler dev)', 'tollgate-workerd': 'tollgate (bare workerd)', 'workerd-floor': 'workerd floor (10-line JS forwarder)', portkey: 'Portkey', litellm: 'LiteLLM' };
 const BENCH = path.join(ROOT, 'bench');
 const NODE = path.join(ROOT, 'node_modules', '.bin', 'node');
 const MOCK_KEY = 'sk-bench-mock-upstream-0000000000000000';
@@ -122,7 +133,7 @@ const results = {
   gateways: {},
 };
 
-const STARTERS = { tollgate: () => startTollgate('wrangler'), 'tollgate-workerd': () => startTollgate('workerd'), portkey: startPortkey, litellm: startLitellm };
+const STARTERS = { tollgate: () => startTollgate('wrangler'), 'tollgate-workerd': () => startTollgate('workerd'), 'workerd-floor': startWorkerdFloor, portkey: startPortkey, litellm: startLitellm };
 for (const name of ONLY) if (!STARTERS[name]) throw new Error(`unknown gateway ${name} (known: ${Object.keys(STARTERS).join(', ')})`);
 for (const name of ONLY) {
   log(`\n=== ${DISPLAY[name]} ===`);
@@ -145,6 +156,7 @@ for (const name of ONLY) {
 }
 results.machine.load_average_at_end = os.loadavg().map((x) => Math.round(x * 100) / 100);
 await mock.stop();
+if (Number(args.hold) > 0 || args.brief) process.exit(0);
 
 const outDir = path.join(BENCH, 'results');
 fs.mkdirSync(outDir, { recursive: true });
@@ -167,6 +179,23 @@ async function measure(name, g) {
   const pids = () => processTree(g.pid);
   if (PINNED) pin(pids(), '1');
   const cpuBefore = cpuSeconds(pids());
+  const warmSeconds = args.warm === '' ? (Q ? 3 : 10) : Number(args.warm);
+  if (warmSeconds > 0) {
+    const w = await closedLoop({ arm: g.arm, c: 8, seconds: warmSeconds, warmupSeconds: 0, check: checkOk });
+    log(`warm-up: ${w.requests} requests at c=8 in ${warmSeconds} s`);
+  }
+  if (Number(args.hold) > 0) {
+    await closedLoop({ arm: g.arm, c: 64, seconds: 2, warmupSeconds: 0, check: checkOk });
+    const holdC = Number(args['hold-c']);
+    log(`holding c=${holdC} for ${args.hold} s on pids ${pids().join(' ')}`);
+    // In 5 s slices, so a gateway that slows down as it runs shows it.
+    for (let t = 0; t < Number(args.hold); t += 5) {
+      const cpu0 = cpuSeconds(pids());
+      const x = await closedLoop({ arm: g.arm, c: holdC, seconds: 5, warmupSeconds: 0, check: checkOk });
+      log(`  ${t}–${t + 5} s: ${x.rps.toFixed(0)} req/s, CPU ms/request ${(((cpuSeconds(pids()) - cpu0) * 1000) / x.requests).toFixed(3)}`);
+    }
+    return { hold: true };
+  }
 
   log(`c=1 interleaved: ${P.rounds} rounds × ${P.perRound} requests per arm`);
   r.c1 = await interleaved({ direct, gateway: g.arm, rounds: P.rounds, perRound: P.perRound, warmup: P.warmup, check: checkOk });
@@ -197,6 +226,7 @@ async function measure(name, g) {
     log(`  c=${c}: ${x.rps.toFixed(0)} req/s (${(point.rps_ratio * 100).toFixed(1)} % of direct ${d.rps.toFixed(0)}), added p99 ${point.added_p99_ms.toFixed(2)} ms, ${point.gateway_cpu_ms_per_request?.toFixed(3)} CPU ms/request${x.errors ? `, ${x.errors} errors (${x.first_error})` : ''}`);
   }
 
+  if (args.brief) return r;
   log(`streams: ${P.streams} per arm, ${P.chunks} chunks every ${P.chunkMs} ms`);
   r.streams = await streams({ direct, gateway: g.arm, n: P.streams, warmup: 2 });
   const s = r.streams;
@@ -524,6 +554,44 @@ async function startPortkey() {
       streamBody: direct.streamBody,
     },
     stop: () => child.stop(),
+  };
+}
+
+/**
+ * The runtime's floor: bench/floor-worker.js (read JSON, rewrite the model,
+ * forward, return the answer untouched) under the same workerd binary as the
+ * bare tollgate arm, with a config written here in workerd's text format.
+ */
+async function startWorkerdFloor() {
+  const port = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-floor-'));
+  fs.copyFileSync(path.join(BENCH, 'floor-worker.js'), path.join(dir, 'worker.js'));
+  const capnp = `using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [ (name = "floor", worker = .floor), (name = "internet", network = (allow = ["public", "private", "local"])) ],
+  sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "floor") ],
+);
+const floor :Workerd.Worker = (
+  modules = [ (name = "worker", esModule = embed "worker.js") ],
+  compatibilityDate = "2026-11-01",
+  bindings = [ (name = "UPSTREAM", text = "${MOCK}"), (name = "KEY", text = "${MOCK_KEY}") ],
+  globalOutbound = "internet",
+);
+`;
+  fs.writeFileSync(path.join(dir, 'config.capnp'), capnp);
+  const wd = workerdBinary();
+  const child = await startChild(wd.bin, ['serve', path.join(dir, 'config.capnp'), '--experimental'], {}, null);
+  const url = `http://127.0.0.1:${port}`;
+  await waitHttp(`${url}/`, 30_000, child);
+  return {
+    pid: child.pid,
+    how: `workerd ${wd.version} serve (${path.relative(ROOT, wd.bin)}), bench/floor-worker.js, one socket, globalOutbound straight to the network; same requests as tollgate's`,
+    version: wd.version,
+    arm: { ...tollgateArm({ key: 'unused' }, 'workerd-floor', url), headers: {} },
+    stop: async () => {
+      await child.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
   };
 }
 

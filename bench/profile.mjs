@@ -134,6 +134,31 @@ try {
   for (const [name, us] of [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 30)) {
     console.log(`  ${(us / N).toFixed(1).padStart(8)}  ${name.slice(0, 110)}`);
   }
+  // JS glue frames by source line: worker-build's bundle is minified, so an
+  // "(anonymous) index.js" frame only means something with its line's text.
+  const glue = new Map();
+  for (let i = 0; i < profile.samples.length; i++) {
+    const f = byId.get(profile.samples[i]).callFrame;
+    if (!f.url || /\.wasm|cloudflare-internal/.test(f.url)) continue;
+    const k = `${f.scriptId}:${f.lineNumber}:${f.columnNumber}`;
+    glue.set(k, (glue.get(k) ?? 0) + (dt[i + 1] ?? 0));
+  }
+  const sources = new Map();
+  try {
+    await cdp('Debugger.enable');
+    console.log('JS glue by source line (µs per request):');
+    for (const [k, us] of [...glue.entries()].sort((a, b) => b[1] - a[1]).slice(0, 20)) {
+      const [scriptId, line, col] = k.split(':');
+      if (!sources.has(scriptId)) sources.set(scriptId, (await cdp('Debugger.getScriptSource', { scriptId })).scriptSource.split('\n'));
+      const src = sources.get(scriptId);
+      // The import shim's name sits just before its column; its body is on the next line.
+      const name = (src[Number(line)] ?? '').slice(0, Number(col)).match(/(__wbg_[\w$]+|[\w$]+)\s*(?::|=)?\s*(?:\/\*[^*]*\*\/\s*)?(?:__name\()?(?:async\s+)?(?:function)?\s*$/)?.[1] ?? '';
+      const text = `${name} ${(src[Number(line) + 1] ?? '').trim().slice(0, 90)}`;
+      console.log(`  ${(us / N).toFixed(1).padStart(8)}  ${line}:${col}  ${text}`);
+    }
+  } catch (e) {
+    console.log(`(no script sources: ${e.message})`);
+  }
   console.log(`\nwrote bench/results/raw/${args.profile}.cpuprofile`);
 } finally {
   await stack.stop();

@@ -925,9 +925,7 @@ mod tests {
 #[cfg(test)]
 mod sqlite_tests {
     use super::*;
-    use crate::ledger::{
-        AttemptRow, Endpoint, Outcome, RequestRow, INSERT_REQUEST_SQL, INSERT_ROLLUP_SQL,
-    };
+    use crate::ledger::{AttemptRow, Endpoint, Outcome, RequestRow};
 
     fn db() -> rusqlite::Connection {
         crate::test_db::migrated()
@@ -942,12 +940,7 @@ mod sqlite_tests {
     }
 
     fn write(db: &rusqlite::Connection, row: &RequestRow) {
-        let v: Vec<_> = row.bind_values().iter().map(value).collect();
-        db.execute(INSERT_REQUEST_SQL, rusqlite::params_from_iter(v))
-            .unwrap();
-        let v: Vec<_> = row.rollup_values().iter().map(value).collect();
-        db.execute(INSERT_ROLLUP_SQL, rusqlite::params_from_iter(v))
-            .unwrap();
+        crate::test_db::write_rows(db, std::slice::from_ref(row));
     }
 
     /// Rows of a statement as JSON objects (what D1 hands the Worker).

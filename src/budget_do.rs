@@ -69,7 +69,7 @@ struct SnapshotBody {
 }
 
 fn now_ms() -> u64 {
-    worker::Date::now().as_millis()
+    crate::http::now_ms()
 }
 
 impl KeyBudget {

@@ -78,6 +78,31 @@ impl<T> GroupCommit<T> {
     }
 }
 
+/// Writes `rows` with `write(group, tries)`; a group that fails as a whole
+/// is halved until the halves go in, so one bad row costs a few extra writes
+/// (about two per halving, not one per row — D1 counts each statement
+/// against the invocation's query limit) and cannot take the others down.
+/// A single row is written with two tries (D1 does not retry writes).
+pub async fn write_halving<'a, T, F, Fut>(rows: &'a [T], mut write: F)
+where
+    F: FnMut(&'a [T], u32) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut pending: Vec<&'a [T]> = vec![rows];
+    while let Some(group) = pending.pop() {
+        if group.is_empty() {
+            continue;
+        }
+        let tries = if group.len() == 1 { 2 } else { 1 };
+        if write(group, tries).await || group.len() == 1 {
+            continue;
+        }
+        let (first, second) = group.split_at(group.len() / 2);
+        pending.push(second);
+        pending.push(first);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +163,41 @@ mod tests {
         }
         written.sort_unstable();
         assert_eq!(written, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_failed_group_is_halved_until_only_the_bad_row_fails() {
+        let rows: Vec<u32> = (0..64).collect();
+        let mut calls: Vec<(Vec<u32>, u32)> = Vec::new();
+        let mut written: Vec<u32> = Vec::new();
+        futures::executor::block_on(write_halving(&rows, |group: &[u32], tries| {
+            calls.push((group.to_vec(), tries));
+            let ok = !group.contains(&37);
+            if ok {
+                written.extend_from_slice(group);
+            }
+            async move { ok }
+        }));
+        written.sort_unstable();
+        let expected: Vec<u32> = (0..64).filter(|r| *r != 37).collect();
+        assert_eq!(written, expected, "every good row written once");
+        // 1 whole + 2 per halving level (6 levels down to the single row).
+        assert_eq!(calls.len(), 13);
+        assert!(
+            calls.contains(&(vec![37], 2)),
+            "the bad row alone, with its second try"
+        );
+        assert!(calls.iter().filter(|c| c.0.len() > 1).all(|c| c.1 == 1));
+    }
+
+    #[test]
+    fn a_group_that_goes_in_is_one_write() {
+        let rows = [1, 2, 3];
+        let mut calls = 0;
+        futures::executor::block_on(write_halving(&rows, |_: &[i32], _| {
+            calls += 1;
+            async { true }
+        }));
+        assert_eq!(calls, 1);
     }
 }

@@ -379,6 +379,133 @@ impl RequestRow {
     }
 }
 
+/// The ledger write for a group of rows: a few statements, each with one
+/// parameter — a JSON array holding one values list per row, which SQLite
+/// reads with `json_each`. Binding the ~60 values of every request one by one
+/// cost more of the Worker's CPU (a JS value and a D1 shim step each) than
+/// the rest of a pass-through request; here a group costs four strings.
+///
+/// The statements are the per-row ones above, rewritten (`?N` → the row's
+/// element N), in this order: the rollup (only for requests not yet in the
+/// ledger — what `changes() = 1` says per row), the requests (`INSERT OR
+/// IGNORE`), their attempts, their guardrail decisions. Run as one D1 batch
+/// (one transaction), a replay of the group adds nothing.
+pub fn ledger_statements(rows: &[RequestRow]) -> Vec<(&'static str, String)> {
+    let sql = batch_sql();
+    let mut out = Vec::with_capacity(4);
+    let rollups: Vec<Vec<SqlValue>> = rows
+        .iter()
+        .map(|r| {
+            let mut v = vec![SqlValue::Text(r.request_id.clone())];
+            v.extend(r.rollup_values());
+            v
+        })
+        .collect();
+    out.push((sql.rollups.as_str(), json_rows(&rollups)));
+    let requests: Vec<Vec<SqlValue>> = rows.iter().map(RequestRow::bind_values).collect();
+    out.push((sql.requests.as_str(), json_rows(&requests)));
+    let attempts: Vec<Vec<SqlValue>> = rows
+        .iter()
+        .flat_map(|r| r.attempts.iter().map(|a| a.bind_values(&r.request_id)))
+        .collect();
+    if !attempts.is_empty() {
+        out.push((sql.attempts.as_str(), json_rows(&attempts)));
+    }
+    let guardrails: Vec<Vec<SqlValue>> =
+        rows.iter().flat_map(RequestRow::guardrail_values).collect();
+    if !guardrails.is_empty() {
+        out.push((sql.guardrails.as_str(), json_rows(&guardrails)));
+    }
+    out
+}
+
+/// The four statements of [`ledger_statements`], derived once from the
+/// per-row SQL so the two can never list different columns.
+struct BatchSql {
+    rollups: String,
+    requests: String,
+    attempts: String,
+    guardrails: String,
+}
+
+fn batch_sql() -> &'static BatchSql {
+    static SQL: std::sync::OnceLock<BatchSql> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| BatchSql {
+        // Element 0 is the request id, so the rollup's `?N` is element N.
+        rollups: json_each_placeholders(INSERT_ROLLUP_SQL, 0).replace(
+            "WHERE changes() = 1",
+            "FROM json_each(?1) WHERE NOT EXISTS \
+             (SELECT 1 FROM requests WHERE requests.request_id = json_extract(value, '$[0]'))",
+        ),
+        requests: values_from_json_each(INSERT_REQUEST_SQL),
+        attempts: values_from_json_each(INSERT_ATTEMPT_SQL),
+        guardrails: values_from_json_each(INSERT_GUARDRAIL_SQL),
+    })
+}
+
+/// `INSERT … (cols) VALUES (?1, …)` → `INSERT … (cols) SELECT <elements> FROM json_each(?1)`.
+fn values_from_json_each(sql: &str) -> String {
+    match sql.split_once(" VALUES (") {
+        Some((head, values)) => {
+            let values = values.strip_suffix(')').unwrap_or(values);
+            format!(
+                "{head} SELECT {} FROM json_each(?1)",
+                json_each_placeholders(values, 1)
+            )
+        }
+        None => sql.to_owned(),
+    }
+}
+
+/// Replaces each `?N` with element `N - shift` of json_each's `value`.
+fn json_each_placeholders(sql: &str, shift: usize) -> String {
+    let mut out = String::with_capacity(sql.len() * 3);
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '?' {
+            out.push(c);
+            continue;
+        }
+        let mut n = 0usize;
+        let mut digits = 0;
+        while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+            n = n * 10 + d as usize;
+            digits += 1;
+            chars.next();
+        }
+        if digits == 0 {
+            out.push('?');
+        } else {
+            out.push_str(&format!(
+                "json_extract(value, '$[{}]')",
+                n.saturating_sub(shift)
+            ));
+        }
+    }
+    out
+}
+
+/// Rows of values as one JSON array of arrays (integers stay exact: SQLite's
+/// JSON reader takes them as 64-bit integers).
+fn json_rows(rows: &[Vec<SqlValue>]) -> String {
+    let value = serde_json::Value::Array(
+        rows.iter()
+            .map(|row| {
+                serde_json::Value::Array(
+                    row.iter()
+                        .map(|v| match v {
+                            SqlValue::Null => serde_json::Value::Null,
+                            SqlValue::Int(n) => serde_json::Value::from(*n),
+                            SqlValue::Text(t) => serde_json::Value::String(t.clone()),
+                        })
+                        .collect(),
+                )
+            })
+            .collect(),
+    );
+    value.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -595,6 +722,83 @@ mod tests {
         assert_eq!(v[11], SqlValue::Null);
         assert_eq!(v[16], SqlValue::Text("none".into()));
     }
+    /// A group of rows goes to D1 as one JSON parameter per table; what
+    /// lands is what the rows say, big integers exact, and a replayed group
+    /// that overlaps the first adds only its new rows — to the ledger and to
+    /// the hourly aggregates.
+    #[test]
+    fn a_group_written_as_json_lands_whole_and_replays_add_only_new_rows() {
+        let db = crate::test_db::migrated();
+        let row = |id: &str, cost: u64, team: &str| {
+            let mut r = RequestRow::new(
+                id.into(),
+                1_700_000_000_000,
+                "key_1".into(),
+                Endpoint::ChatCompletions,
+            );
+            r.provider = Some("openai".into());
+            r.model_used = Some("gpt-4o-mini".into());
+            r.cost_micros = Some(cost);
+            r.metadata = Some(format!(r#"{{"team":"{team}","note":"it's \"quoted\""}}"#));
+            r.usage = Some(Usage {
+                prompt_tokens: 2,
+                completion_tokens: 3,
+                total_tokens: 5,
+                cached_prompt_tokens: None,
+                reasoning_tokens: None,
+            });
+            r.attempts = vec![AttemptRow {
+                attempt: 1,
+                provider: "openai".into(),
+                model: "gpt-4o-mini".into(),
+                started_at_ms: 1_700_000_000_001,
+                latency_ms: 4,
+                status: Some(200),
+                ok: true,
+                failure: None,
+            }];
+            r
+        };
+        let big = (1u64 << 53) + 1; // not exact as a JS number
+        crate::test_db::write_rows(
+            &db,
+            &[row("a", 10, "x"), row("b", 20, "x"), row("c", big, "y")],
+        );
+        crate::test_db::write_rows(
+            &db,
+            &[row("b", 20, "x"), row("c", big, "y"), row("d", 40, "y")],
+        );
+        let (requests, attempts, spend): (i64, i64, i64) = db
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM requests), (SELECT COUNT(*) FROM attempts), \
+                 (SELECT SUM(cost_micros) FROM requests)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((requests, attempts), (4, 4));
+        assert_eq!(spend, 10 + 20 + 40 + i64::try_from(big).unwrap());
+        let by_team: Vec<(String, i64, i64)> = db
+            .prepare("SELECT team, requests, total_tokens FROM usage_rollup ORDER BY team")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(by_team, vec![("x".into(), 2, 10), ("y".into(), 2, 10)]);
+        let metadata: String = db
+            .query_row(
+                "SELECT metadata FROM requests WHERE request_id = 'a'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(metadata, r#"{"team":"x","note":"it's \"quoted\""}"#);
+        let stream: i64 = db
+            .query_row("SELECT typeof(stream) = 'integer' AND typeof(created_at) = 'integer' FROM requests WHERE request_id = 'd'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stream, 1, "integers land as integers, not text or reals");
+    }
 
     /// The real schema (every migration, in order, in SQLite — what D1 runs)
     /// and the real statements: a replayed ledger write adds nothing.
@@ -648,30 +852,7 @@ mod tests {
             }],
             queue_ms: Some(250),
         };
-        let sql = |v: &SqlValue| match v {
-            SqlValue::Null => rusqlite::types::Value::Null,
-            SqlValue::Int(n) => rusqlite::types::Value::Integer(*n),
-            SqlValue::Text(t) => rusqlite::types::Value::Text(t.clone()),
-        };
-        let write = || {
-            let values: Vec<_> = row.bind_values().iter().map(sql).collect();
-            db.execute(INSERT_REQUEST_SQL, rusqlite::params_from_iter(values))
-                .unwrap();
-            // As store.rs batches it: right after the request insert.
-            let rollup: Vec<_> = row.rollup_values().iter().map(sql).collect();
-            db.execute(INSERT_ROLLUP_SQL, rusqlite::params_from_iter(rollup))
-                .unwrap();
-            for a in &row.attempts {
-                let values: Vec<_> = a.bind_values(&row.request_id).iter().map(sql).collect();
-                db.execute(INSERT_ATTEMPT_SQL, rusqlite::params_from_iter(values))
-                    .unwrap();
-            }
-            for values in row.guardrail_values() {
-                let values: Vec<_> = values.iter().map(sql).collect();
-                db.execute(INSERT_GUARDRAIL_SQL, rusqlite::params_from_iter(values))
-                    .unwrap();
-            }
-        };
+        let write = || crate::test_db::write_rows(&db, std::slice::from_ref(&row));
         let totals = || -> (i64, i64, i64) {
             db.query_row(
                 "SELECT (SELECT COUNT(*) FROM requests), (SELECT COUNT(*) FROM attempts), \

@@ -129,7 +129,7 @@ impl SemanticIndex {
             ],
         )?;
         // Housekeeping on the write path: expired rows, then the cap.
-        let now = worker::Date::now().as_millis() / 1000;
+        let now = crate::http::now_ms() / 1000;
         sql.exec("DELETE FROM vectors WHERE expires_at <= ?", vec![int(now)])?;
         sql.exec(
             "DELETE FROM vectors WHERE id IN (SELECT id FROM vectors ORDER BY expires_at DESC LIMIT -1 OFFSET ?)",

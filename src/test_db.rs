@@ -14,3 +14,14 @@ pub fn migrated() -> rusqlite::Connection {
     }
     db
 }
+
+/// Writes ledger rows through the statements the Worker sends D1
+/// (`ledger::ledger_statements`), in one transaction like a D1 batch.
+pub fn write_rows(db: &rusqlite::Connection, rows: &[crate::ledger::RequestRow]) {
+    db.execute_batch("BEGIN").unwrap();
+    for (sql, json) in crate::ledger::ledger_statements(rows) {
+        db.execute(sql, [json])
+            .unwrap_or_else(|e| panic!("{e}: {sql}"));
+    }
+    db.execute_batch("COMMIT").unwrap();
+}

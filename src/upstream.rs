@@ -11,13 +11,12 @@ use std::task::{Context as TaskContext, Poll};
 
 use futures::channel::oneshot;
 use futures::{Future, Stream};
-use worker::{
-    console_error, AbortController, AbortSignal, Delay, Fetch, Headers, Method, Request,
-    RequestInit, RequestRedirect, Response,
-};
+use wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{console_error, web_sys, AbortController, AbortSignal, Delay, Response, ResponseBody};
 
 use crate::error::GatewayError;
-use crate::http::{now_ms, set_header};
+use crate::http::now_ms;
 use crate::messages::StreamEncoder;
 use crate::providers::HttpCall;
 use crate::providers::StreamPipeline;
@@ -27,55 +26,80 @@ pub const USER_AGENT: &str = concat!("tollgate/", env!("CARGO_PKG_VERSION"));
 
 /// Sends `call` and returns the provider's response (any status). Aborting
 /// `signal` cancels the request (and its body stream) at the provider.
+///
+/// Calls the runtime's `fetch(url, init)` directly: workers-rs would first
+/// build a `Request` object from the init and then fetch that, which costs a
+/// second copy of the headers and body on every call.
 pub async fn send(call: &HttpCall, signal: &AbortSignal) -> Result<Response, GatewayError> {
-    let headers = Headers::new();
-    set_header(&headers, "content-type", "application/json");
-    set_header(
-        &headers,
-        "accept",
-        if call.stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        },
-    );
-    set_header(&headers, "user-agent", USER_AGENT);
-    for (name, value) in &call.headers {
-        set_header(&headers, name, value);
-    }
-    for (name, value) in &call.signed_headers {
-        set_header(&headers, name, value.expose());
-    }
-    if let Some(key) = &call.key {
-        // The one place a provider key leaves the process: to its own provider.
-        set_header(&headers, key.name, &key.value());
-    }
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_redirect(RequestRedirect::Manual)
-        .with_body(Some(js_sys_bytes(&call.body)));
     let unreachable = || GatewayError::UpstreamUnreachable {
         provider: call.provider.clone(),
     };
-    let request = Request::new_with_init(&call.url, &init).map_err(|e| {
-        console_error!(
-            "building the request to provider {} failed: {e}",
-            call.provider
-        );
-        unreachable()
-    })?;
-    Fetch::Request(request)
-        .send_with_signal(signal)
+    let headers = web_sys::Headers::new().map_err(|_| unreachable())?;
+    let set = |name: &str, value: &str, secret: bool| {
+        if let Err(e) = headers.set(name, value) {
+            // A refused value is never echoed when it is a credential.
+            let why = if secret {
+                String::from("refused")
+            } else {
+                format!("{e:?}")
+            };
+            console_error!("could not set header {name}: {why}");
+        }
+    };
+    set("content-type", "application/json", false);
+    let accept = if call.stream {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    set("accept", accept, false);
+    set("user-agent", USER_AGENT, false);
+    for (name, value) in &call.headers {
+        set(name, value, false);
+    }
+    for (name, value) in &call.signed_headers {
+        set(name, value.expose(), true);
+    }
+    if let Some(key) = &call.key {
+        // The one place a provider key leaves the process: to its own provider.
+        set(key.name, &key.value(), true);
+    }
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_headers(&headers);
+    init.set_redirect(web_sys::RequestRedirect::Manual);
+    init.set_body(&js_sys::Uint8Array::from(call.body.as_slice()));
+    init.set_signal(Some(signal));
+    let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let answered = JsFuture::from(global.fetch_with_str_and_init(&call.url, &init))
         .await
-        .map_err(|e| {
-            console_error!("fetch to provider {} failed: {e}", call.provider);
-            unreachable()
-        })
+        .and_then(|r| r.dyn_into::<web_sys::Response>());
+    match answered {
+        Ok(resp) => Ok(resp.into()),
+        Err(e) => {
+            let why = e
+                .dyn_ref::<js_sys::Error>()
+                .map(|e| String::from(e.message()))
+                .unwrap_or_else(|| format!("{e:?}"));
+            console_error!("fetch to provider {} failed: {why}", call.provider);
+            Err(unreachable())
+        }
+    }
 }
 
-fn js_sys_bytes(bytes: &[u8]) -> wasm_bindgen::JsValue {
-    js_sys::Uint8Array::from(bytes).into()
+/// A fetched body, read whole by the runtime (`arrayBuffer()`): one promise
+/// and one copy into wasm, where workers-rs' `bytes()` takes a stream reader,
+/// a promise per chunk and a lock.
+async fn whole_body(resp: &Response) -> Result<Vec<u8>, JsValue> {
+    match resp.body() {
+        ResponseBody::Stream(stream) => {
+            let whole = web_sys::Response::new_with_opt_readable_stream(Some(stream))?;
+            let buffer = JsFuture::from(whole.array_buffer()?).await?;
+            Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+        }
+        ResponseBody::Body(bytes) => Ok(bytes.clone()),
+        ResponseBody::Empty => Ok(Vec::new()),
+    }
 }
 
 /// Reads a whole upstream body, refusing more than `limit` bytes.
@@ -109,8 +133,8 @@ pub async fn read_limited(
             console_error!("provider {provider} declared a body of {len} bytes, over {limit}");
             return Err(invalid());
         }
-        return resp.bytes().await.map_err(|e| {
-            console_error!("reading the body from provider {provider} failed: {e}");
+        return whole_body(resp).await.map_err(|e| {
+            console_error!("reading the body from provider {provider} failed: {e:?}");
             GatewayError::UpstreamUnreachable {
                 provider: provider.to_owned(),
             }

@@ -224,15 +224,13 @@ async fn refresh(namespace: &ObjectNamespace, links: &[String], now_ms: u64, ref
 /// route's `links` not synced that recently (see [`refresh`]).
 pub async fn sync(
     env: &Env,
-    attempts: &[AttemptRow],
+    due: &[AttemptRow],
     links: &[String],
     now_ms: u64,
     policy: BreakerPolicy,
     refresh_ms: Option<u64>,
 ) {
-    let breaker_on = policy.failures_to_open > 0;
-    let report = !attempts.is_empty() && (breaker_on || attempts.iter().any(|a| a.ok));
-    if !report && (refresh_ms.is_none() || links.is_empty()) {
+    if due.is_empty() && (refresh_ms.is_none() || links.is_empty()) {
         return;
     }
     let Ok(namespace) = env.durable_object(CIRCUITS) else {
@@ -240,35 +238,49 @@ pub async fn sync(
         return;
     };
     // Reports first: their answers refresh those links, so no second read.
-    sync_reports(&namespace, attempts, now_ms, policy).await;
+    sync_reports(&namespace, due, now_ms, policy).await;
     if let Some(refresh_ms) = refresh_ms {
         refresh(&namespace, links, now_ms, refresh_ms).await;
     }
 }
 
+/// The attempts whose report to their link's Durable Object is due now (see
+/// [`sync`]), marked as reported in this isolate's view. Decided before the
+/// response goes out, so a request with nothing to report starts no
+/// `waitUntil` and no Durable Object lookup at all.
+pub fn due_reports(attempts: &[AttemptRow], now_ms: u64, policy: BreakerPolicy) -> Vec<AttemptRow> {
+    let breaker_on = policy.failures_to_open > 0;
+    attempts
+        .iter()
+        .filter(|a| breaker_on || a.ok)
+        .filter(|a| {
+            let healthy = attempt_is_healthy(a);
+            VIEW.with(|v| {
+                let mut view = v.borrow_mut();
+                let entry = view
+                    .entry(format!("{}/{}", a.provider, a.model))
+                    .or_default();
+                let due = must_report(healthy, entry.after_failure, entry.last_report_ms, now_ms);
+                if due {
+                    entry.last_report_ms = Some(now_ms);
+                    entry.after_failure = false;
+                }
+                due
+            })
+        })
+        .cloned()
+        .collect()
+}
+
 async fn sync_reports(
     namespace: &ObjectNamespace,
-    attempts: &[AttemptRow],
+    due: &[AttemptRow],
     now_ms: u64,
     policy: BreakerPolicy,
 ) {
-    let breaker_on = policy.failures_to_open > 0;
-    for a in attempts.iter().filter(|a| breaker_on || a.ok) {
+    for a in due {
         let qualified = format!("{}/{}", a.provider, a.model);
         let healthy = attempt_is_healthy(a);
-        let due = VIEW.with(|v| {
-            let mut view = v.borrow_mut();
-            let entry = view.entry(qualified.clone()).or_default();
-            let due = must_report(healthy, entry.after_failure, entry.last_report_ms, now_ms);
-            if due {
-                entry.last_report_ms = Some(now_ms);
-                entry.after_failure = false;
-            }
-            due
-        });
-        if !due {
-            continue;
-        }
         let body = json!({
             "healthy": healthy,
             "latency_ms": a.ok.then_some(a.latency_ms),

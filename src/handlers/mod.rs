@@ -18,8 +18,11 @@ pub mod quality;
 pub mod semantic;
 pub mod usage;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
+
+use wasm_bindgen::{JsCast, JsValue};
 
 use worker::{console_error, D1Database, Env, Request};
 
@@ -37,11 +40,47 @@ thread_local! {
     static KEYS: RefCell<crate::keycache::KeyCache> = RefCell::new(crate::keycache::KeyCache::default());
     /// The built-in prices with the operator's overrides, built once per isolate.
     static PRICES: RefCell<Option<Rc<crate::pricing::PriceTable>>> = const { RefCell::new(None) };
+    /// What `lookup_price` answered per (provider, model): the table walk
+    /// (dated-suffix search) runs once per pair, not once per request.
+    static PRICE_MEMO: RefCell<HashMap<(String, String), Option<PriceHow>>> =
+        RefCell::new(HashMap::new());
+    /// Secrets read so far. A secret is a binding, and an isolate's bindings
+    /// never change (a new secret value is a new deployment, new isolates).
+    static SECRETS: RefCell<HashMap<String, Option<Secret>>> = RefCell::new(HashMap::new());
+    /// Whether the D1 binding passed workers-rs' type check in this isolate.
+    static DB_CHECKED: Cell<bool> = const { Cell::new(false) };
 }
+
+/// A price and how it was found (`priced` or `default`).
+type PriceHow = (crate::pricing::Price, &'static str);
+
+/// Bounds the price memo: model names come from provider responses, so a
+/// provider that answers with ever-new names must not grow it without end.
+const PRICE_MEMO_MAX: usize = 512;
 
 /// The price of `provider/model` (by the provider's kind), and how it was
 /// found: `priced` (table or override) or `default`; `None` when unpriced.
 pub fn lookup_price(
+    config: &GatewayConfig,
+    provider: &str,
+    model: &str,
+) -> Option<(crate::pricing::Price, &'static str)> {
+    let key = (provider.to_owned(), model.to_owned());
+    if let Some(hit) = PRICE_MEMO.with(|m| m.borrow().get(&key).copied()) {
+        return hit;
+    }
+    let priced = lookup_price_uncached(config, provider, model);
+    PRICE_MEMO.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() >= PRICE_MEMO_MAX {
+            m.clear();
+        }
+        m.insert(key, priced);
+    });
+    priced
+}
+
+fn lookup_price_uncached(
     config: &GatewayConfig,
     provider: &str,
     model: &str,
@@ -118,10 +157,16 @@ pub fn config(env: &Env) -> Result<Rc<GatewayConfig>, GatewayError> {
 
 /// A Worker secret (or `.dev.vars` entry) by name.
 pub fn secret(env: &Env, name: &str) -> Option<Secret> {
-    env.secret(name)
+    if let Some(known) = SECRETS.with(|s| s.borrow().get(name).cloned()) {
+        return known;
+    }
+    let read = env
+        .secret(name)
         .ok()
         .map(|s| Secret::new(s.to_string()))
-        .filter(|s| !s.is_empty())
+        .filter(|s| !s.is_empty());
+    SECRETS.with(|s| s.borrow_mut().insert(name.to_owned(), read.clone()));
+    read
 }
 
 /// The admin token, or `Misconfigured` when it is absent or too short to be
@@ -140,10 +185,21 @@ pub fn admin_token(env: &Env) -> Result<Secret, GatewayError> {
 }
 
 pub fn database(env: &Env) -> Result<D1Database, GatewayError> {
-    env.d1(DB).map_err(|e| {
+    // workers-rs checks the binding's constructor name on every lookup (two
+    // JS calls); once it has passed in this isolate, the property is enough.
+    if DB_CHECKED.with(Cell::get) {
+        if let Ok(binding) = js_sys::Reflect::get(env, &JsValue::from_str(DB)) {
+            if !binding.is_undefined() {
+                return Ok(binding.unchecked_into());
+            }
+        }
+    }
+    let db = env.d1(DB).map_err(|e| {
         console_error!("D1 binding {DB} is missing: {e}");
         GatewayError::Misconfigured
-    })
+    })?;
+    DB_CHECKED.with(|c| c.set(true));
+    Ok(db)
 }
 
 fn header(req: &Request, name: &str) -> Option<String> {

@@ -75,15 +75,18 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
     let gateway_config = config(&env).ok();
     // Share what the attempts taught about provider health, after the response.
     if let Ok(config) = config(&env) {
-        let attempts = row.attempts.clone();
-        let env = env.clone();
         let policy = config.resilience.breaker_policy();
+        let now = now_ms();
+        let due = circuits::due_reports(&row.attempts, now, policy);
         // With health probes on, also learn of circuits they opened.
         let refresh_ms = config.health.enabled().then_some(config.health.refresh_ms);
         let links = std::mem::take(&mut after.route_links);
-        ctx.wait_until(async move {
-            circuits::sync(&env, &attempts, &links, now_ms(), policy, refresh_ms).await;
-        });
+        if !due.is_empty() || (refresh_ms.is_some() && !links.is_empty()) {
+            let env = env.clone();
+            ctx.wait_until(async move {
+                circuits::sync(&env, &due, &links, now, policy, refresh_ms).await;
+            });
+        }
     }
     let db = database(&env);
     if let (Some(call), Ok(db)) = (after.classifier_row.take(), database(&env)) {
