@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 src, out = sys.argv[1], sys.argv[2]
 r = json.load(open(src))
 gws = {k: v for k, v in r["gateways"].items() if "error" not in v}
-colors = {"tollgate": "#d35400", "tollgate-workerd": "#8e44ad", "portkey": "#2c7fb8", "litellm": "#41ab5d"}
+colors = {"tollgate": "#d35400", "tollgate-workerd": "#8e44ad", "workerd-floor": "#7f7f7f", "portkey": "#2c7fb8", "litellm": "#41ab5d"}
 # Lighter shades for each tollgate runtime's profiles.
 profile_colors = {"tollgate": "#f0a868", "tollgate-workerd": "#c39bd3"}
 
@@ -63,7 +63,7 @@ a.legend(fontsize=8)
 b = ax[0][1]
 for n in names:
     sw = gws[n]["sweep"]
-    b.plot([p["c"] for p in sw], [100 * p["rps_ratio"] for p in sw], "o-", color=colors.get(n), label=gws[n].get("display_name", n))
+    b.plot([p["c"] for p in sw], [100 * p["rps_ratio"] for p in sw], "o-", color=colors.get(n, "grey"), label=gws[n].get("display_name", n))
 b.set_xscale("log", base=2)
 b.set_xticks([p["c"] for p in gws[names[0]]["sweep"]], [str(p["c"]) for p in gws[names[0]]["sweep"]])
 b.set_ylim(bottom=0)
@@ -76,7 +76,7 @@ b.legend(fontsize=8)
 c = ax[1][0]
 for n in names:
     sw = gws[n]["sweep"]
-    c.plot([p["c"] for p in sw], [max(p["added_p99_ms"], 0.01) for p in sw], "o-", color=colors.get(n), label=gws[n].get("display_name", n))
+    c.plot([p["c"] for p in sw], [max(p["added_p99_ms"], 0.01) for p in sw], "o-", color=colors.get(n, "grey"), label=gws[n].get("display_name", n))
 c.set_xscale("log", base=2)
 c.set_xticks([p["c"] for p in gws[names[0]]["sweep"]], [str(p["c"]) for p in gws[names[0]]["sweep"]])
 c.set_yscale("log")
