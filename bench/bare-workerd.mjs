@@ -115,8 +115,14 @@ export function patchConfig(config, { address, loopbackAddress, workerName }) {
     dropped_sockets: (config.sockets ?? []).map((s) => `${s.name} → ${s.service?.name}`),
     global_outbound: `${user.worker.globalOutbound?.name ?? '(default)'} → ${network.name}`,
     socket: `${address} → ${userService}`,
+    // Miniflare's dev-time observability: a streaming tail worker (JS, in
+    // this process, on the Worker's thread) that receives an event for every
+    // request, subrequest and span. Production runs no JS tail unless the
+    // operator adds one (Workers Logs are collected outside the isolate).
+    dropped_streaming_tails: (user.worker.streamingTails ?? []).map((t) => t.name),
   };
   user.worker.globalOutbound = { name: network.name };
+  user.worker.streamingTails = [];
   loopback.external.address = loopbackAddress;
   config.sockets = [{ name: 'bench', address, http: {}, service: { name: userService } }];
   // Miniflare creates this directory per run and removes it when wrangler exits.

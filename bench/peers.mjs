@@ -392,7 +392,7 @@ async function startTollgate(runtime) {
     // The keys made through wrangler must work here: proves the persisted D1 was picked up.
     const probe = await post(`${url}/v1/chat/completions`, { authorization: `Bearer ${keys.plain.key}` }, tollgateBody());
     checkOk({ name: 'tollgate-workerd (first request)' }, probe);
-    log(`bare workerd ${wd.version} on ${url}: ${changes.socket}; globalOutbound ${changes.global_outbound}; dropped sockets ${changes.dropped_sockets.join(', ')}`);
+    log(`bare workerd ${wd.version} on ${url}: ${changes.socket}; globalOutbound ${changes.global_outbound}; dropped sockets ${changes.dropped_sockets.join(', ')}; dropped streaming tails ${changes.dropped_streaming_tails.join(', ') || '(none)'}`);
     return {
       pid: child.pid,
       runtimePids: () => [child.pid],
@@ -765,9 +765,9 @@ function markdown(r) {
     const w = r.gateways.tollgate;
     const b = r.gateways['tollgate-workerd'];
     if (arms.length === 2) {
-      lines.push(`Miniflare's dev-only hops (entry worker + outbound interceptor) = wrangler dev − bare workerd: ${f(w.c1.added_median_ms - b.c1.added_median_ms, 3)} ms at c=1 (median), ${f(w.streams.added_ttft_median_ms - b.streams.added_ttft_median_ms, 3)} ms on time to first token; CPU per request at c=64 ${f(w.sweep.at(-1).gateway_cpu_ms_per_request, 3)} → ${f(b.sweep.at(-1).gateway_cpu_ms_per_request, 3)} ms.`);
+      lines.push(`Miniflare's dev-only pieces (entry worker, outbound interceptor, observability tail) = wrangler dev − bare workerd: ${f(w.c1.added_median_ms - b.c1.added_median_ms, 3)} ms at c=1 (median), ${f(w.streams.added_ttft_median_ms - b.streams.added_ttft_median_ms, 3)} ms on time to first token; CPU per request at c=64 ${f(w.sweep.at(-1).gateway_cpu_ms_per_request, 3)} → ${f(b.sweep.at(-1).gateway_cpu_ms_per_request, 3)} ms.`);
     }
-    if (b && !b.error) lines.push(`Bare workerd: the config Miniflare generated${b.runtime.config_changes.revived_config_identical_to_wranglers ? ' (revived from its JSON, byte-identical to the binary wrangler\'s workerd ran)' : ''}, changed only in: socket ${b.runtime.config_changes.socket}; globalOutbound ${b.runtime.config_changes.global_outbound}; dropped sockets ${b.runtime.config_changes.dropped_sockets.join(', ')}; requests to the loopback stub: ${JSON.stringify(b.runtime.loopback_requests)}.`);
+    if (b && !b.error) lines.push(`Bare workerd: the config Miniflare generated${b.runtime.config_changes.revived_config_identical_to_wranglers ? ' (revived from its JSON, byte-identical to the binary wrangler\'s workerd ran)' : ''}, changed only in: socket ${b.runtime.config_changes.socket}; globalOutbound ${b.runtime.config_changes.global_outbound}; dropped sockets ${b.runtime.config_changes.dropped_sockets.join(', ')}; dropped streaming tails ${(b.runtime.config_changes.dropped_streaming_tails ?? []).join(', ') || '(none)'}; requests to the loopback stub: ${JSON.stringify(b.runtime.loopback_requests)}.`);
   }
   lines.push('');
   lines.push('Peak RSS: tollgate (wrangler dev) = the workerd process running the Worker (the whole wrangler tree, incl. its Node CLI and dev proxy, is in the JSON); tollgate (bare workerd) = its one workerd process (the Worker and Miniflare\'s KV/D1/DO); Portkey = its Node process; LiteLLM = its process tree. CPU per request = CPU seconds of the gateway\'s process tree during the c=64 window / requests answered in it.');
