@@ -86,10 +86,12 @@ pub fn json_response<T: Serialize>(value: &T, status: u16) -> Result<Response, G
         .with_headers(headers))
 }
 
-/// Sets a header, logging (never panicking) if the platform refuses it.
+/// Sets a header, logging (never panicking) if the platform refuses it. The
+/// log names the header but not the platform's error, which may quote the
+/// value — and some values (provider keys, signatures) are credentials.
 pub fn set_header(headers: &Headers, name: &str, value: &str) {
-    if let Err(e) = headers.set(name, value) {
-        console_error!("could not set header {name}: {e}");
+    if headers.set(name, value).is_err() {
+        console_error!("could not set header {name}: the runtime refused its value");
     }
 }
 

@@ -71,8 +71,10 @@ impl Outcome {
     }
 }
 
-/// A value bound to a `?N` placeholder; converted to a JS value by the store.
-#[derive(Debug, Clone, PartialEq)]
+/// A value bound to a `?N` placeholder; converted to a JS value by the store,
+/// or written as plain JSON (`null`, a number, a string) for `json_each`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
 pub enum SqlValue {
     Null,
     Int(i64),
@@ -488,22 +490,9 @@ fn json_each_placeholders(sql: &str, shift: usize) -> String {
 /// Rows of values as one JSON array of arrays (integers stay exact: SQLite's
 /// JSON reader takes them as 64-bit integers).
 fn json_rows(rows: &[Vec<SqlValue>]) -> String {
-    let value = serde_json::Value::Array(
-        rows.iter()
-            .map(|row| {
-                serde_json::Value::Array(
-                    row.iter()
-                        .map(|v| match v {
-                            SqlValue::Null => serde_json::Value::Null,
-                            SqlValue::Int(n) => serde_json::Value::from(*n),
-                            SqlValue::Text(t) => serde_json::Value::String(t.clone()),
-                        })
-                        .collect(),
-                )
-            })
-            .collect(),
-    );
-    value.to_string()
+    // Cannot fail for these types; were it to, D1 would refuse the empty
+    // parameter and the batch would be logged as failed, not lost quietly.
+    serde_json::to_string(rows).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -13,10 +13,12 @@ use futures::channel::oneshot;
 use futures::{Future, Stream};
 use wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{console_error, web_sys, AbortController, AbortSignal, Delay, Response, ResponseBody};
+use worker::{
+    console_error, web_sys, AbortController, AbortSignal, Delay, Headers, Response, ResponseBody,
+};
 
 use crate::error::GatewayError;
-use crate::http::now_ms;
+use crate::http::{now_ms, set_header};
 use crate::messages::StreamEncoder;
 use crate::providers::HttpCall;
 use crate::providers::StreamPipeline;
@@ -34,39 +36,28 @@ pub async fn send(call: &HttpCall, signal: &AbortSignal) -> Result<Response, Gat
     let unreachable = || GatewayError::UpstreamUnreachable {
         provider: call.provider.clone(),
     };
-    let headers = web_sys::Headers::new().map_err(|_| unreachable())?;
-    let set = |name: &str, value: &str, secret: bool| {
-        if let Err(e) = headers.set(name, value) {
-            // A refused value is never echoed when it is a credential.
-            let why = if secret {
-                String::from("refused")
-            } else {
-                format!("{e:?}")
-            };
-            console_error!("could not set header {name}: {why}");
-        }
-    };
-    set("content-type", "application/json", false);
+    let headers = Headers::new();
+    set_header(&headers, "content-type", "application/json");
     let accept = if call.stream {
         "text/event-stream"
     } else {
         "application/json"
     };
-    set("accept", accept, false);
-    set("user-agent", USER_AGENT, false);
+    set_header(&headers, "accept", accept);
+    set_header(&headers, "user-agent", USER_AGENT);
     for (name, value) in &call.headers {
-        set(name, value, false);
+        set_header(&headers, name, value);
     }
     for (name, value) in &call.signed_headers {
-        set(name, value.expose(), true);
+        set_header(&headers, name, value.expose());
     }
     if let Some(key) = &call.key {
         // The one place a provider key leaves the process: to its own provider.
-        set(key.name, &key.value(), true);
+        set_header(&headers, key.name, &key.value());
     }
     let init = web_sys::RequestInit::new();
     init.set_method("POST");
-    init.set_headers(&headers);
+    init.set_headers(&headers.0);
     init.set_redirect(web_sys::RequestRedirect::Manual);
     init.set_body(&js_sys::Uint8Array::from(call.body.as_slice()));
     init.set_signal(Some(signal));
