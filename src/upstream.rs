@@ -172,7 +172,10 @@ pub struct ObservedStream {
     abort: Option<AbortController>,
     /// Longest gap allowed between upstream chunks.
     idle_ms: u64,
+    /// One timer for the idle limit, re-armed only when it fires early
+    /// (`sse::idle_wait_left`), not per chunk.
     idle_timer: Option<Pin<Box<Delay>>>,
+    last_chunk_at_ms: u64,
     /// Bytes already taken from the source before the response was committed.
     prefix: Option<Vec<u8>>,
     observer: Option<StreamPipeline>,
@@ -201,6 +204,7 @@ impl ObservedStream {
                 abort,
                 idle_ms,
                 idle_timer: None,
+                last_chunk_at_ms: started_at_ms,
                 prefix: Some(committed.bytes),
                 observer: Some(committed.observer),
                 report: Some(tx),
@@ -242,10 +246,35 @@ impl ObservedStream {
         }
     }
 
-    fn arm_idle_timer(&mut self) {
+    fn arm_idle_timer(&mut self, ms: u64) {
         // setTimeout treats delays past 2^31-1 ms as 0; config caps idle at 1 h.
-        let ms = self.idle_ms.min(i32::MAX as u64);
+        let ms = ms.clamp(1, i32::MAX as u64);
         self.idle_timer = Some(Box::pin(Delay::from(std::time::Duration::from_millis(ms))));
+    }
+
+    /// With the source pending: true once no chunk has come for `idle_ms`.
+    /// Otherwise the idle timer is armed (or re-armed for what is left of
+    /// the window since the last chunk) and registered with `cx`.
+    fn idle_expired(&mut self, cx: &mut TaskContext<'_>) -> bool {
+        loop {
+            if self.idle_timer.is_none() {
+                let left =
+                    crate::sse::idle_wait_left(self.last_chunk_at_ms, now_ms(), self.idle_ms);
+                match left {
+                    Some(ms) => self.arm_idle_timer(ms),
+                    None => return true,
+                }
+            }
+            let fired = self
+                .idle_timer
+                .as_mut()
+                .is_some_and(|t| t.as_mut().poll(cx).is_ready());
+            if !fired {
+                return false;
+            }
+            // Fired: over, unless chunks came since it was armed.
+            self.idle_timer = None;
+        }
     }
 
     /// Ends the stream after an upstream failure: report, then one error frame.
@@ -284,8 +313,9 @@ impl Stream for ObservedStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         if let Some(prefix) = self.prefix.take() {
-            self.ttft_ms = Some(now_ms().saturating_sub(self.started_at_ms));
-            self.arm_idle_timer();
+            let now = now_ms();
+            self.ttft_ms = Some(now.saturating_sub(self.started_at_ms));
+            self.last_chunk_at_ms = now;
             let prefix = self.encode(prefix);
             return Poll::Ready(Some(Ok(prefix)));
         }
@@ -295,14 +325,7 @@ impl Stream for ObservedStream {
             }
             match self.source.as_mut().poll_next(cx) {
                 Poll::Pending => {
-                    if self.idle_timer.is_none() {
-                        self.arm_idle_timer();
-                    }
-                    let fired = self
-                        .idle_timer
-                        .as_mut()
-                        .is_some_and(|t| t.as_mut().poll(cx).is_ready());
-                    if fired {
+                    if self.idle_expired(cx) {
                         console_error!(
                             "upstream stream idle for over {} ms; ending it",
                             self.idle_ms
@@ -312,7 +335,7 @@ impl Stream for ObservedStream {
                     return Poll::Pending;
                 }
                 Poll::Ready(Some(Ok(bytes))) => {
-                    self.arm_idle_timer();
+                    self.last_chunk_at_ms = now_ms();
                     let Some(observer) = self.observer.as_mut() else {
                         return Poll::Ready(None);
                     };

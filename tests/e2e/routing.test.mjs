@@ -427,6 +427,18 @@ describe('streams: invisible fallback before the commit point, an explicit error
     },
   );
 
+  test('a stream whose chunks come every 200 ms outlives idle_ms 500: the limit is per gap, not per stream', async () => {
+    openai().enqueue({ match: { model: 'idle' }, chunkDelayMs: 200 });
+    const s = await chatStream({ model: 'idle', messages: HELLO });
+    assert.equal(s.status, 200);
+    assert.equal(s.events.filter(isError).length, 0, `no error event: ${JSON.stringify(s.events.map((e) => e.data))}`);
+    assert.equal(s.events.filter(isDone).length, 1, 'ends with [DONE]');
+    const span = s.events.at(-1).at - s.events[0].at;
+    assert.ok(span >= 700, `the stream ran ${span} ms, well past idle_ms 500 (else this test proves nothing)`);
+    const row = await ledgerRow(s.requestId);
+    assert.equal(row.outcome, 'ok');
+  });
+
   test('idle timeout mid-stream (idle_ms 500, chunks every 1.5 s) → the first chunk, then upstream_truncated within ~0.5-1.5 s', async () => {
     openai().enqueue({ match: { model: 'idle' }, chunkDelayMs: 1500 });
     const s = await chatStream({ model: 'idle', messages: HELLO });
