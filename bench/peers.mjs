@@ -285,7 +285,7 @@ async function measure(name, g) {
  * `--ab DIR`: tollgate from build/ (A) and from DIR (B), both under bare
  * workerd, pinned to the same core, each warmed up; then rounds in
  * alternating order (AB, BA, …) of a c=64 slice (req/s, CPU per request) and
- * a short c=1 interleaved run (added median) per build. Prints each round and
+ * a short c=1 interleaved run (added median) per build; the slice's p99 too. Prints each round and
  * the medians; B−A per round is the figure to trust, not either alone.
  */
 async function abRun(dirB) {
@@ -314,13 +314,13 @@ async function abRun(dirB) {
         const x = await closedLoop({ arm: g.arm, c: 64, seconds: 3, warmupSeconds: 0, check: checkOk });
         const cpu = ((cpuSeconds(pids) - cpu0) * 1000) / x.requests;
         const c1 = await interleaved({ direct, gateway: g.arm, rounds: 4, perRound: 25, warmup: 10, check: checkOk });
-        rows[name].push({ rps: x.rps, cpu, c1: c1.added_median_ms });
-        log(`round ${round + 1} ${name}: c=64 ${x.rps.toFixed(0)} req/s, ${cpu.toFixed(3)} CPU ms/request; c=1 added median ${c1.added_median_ms.toFixed(3)} ms`);
+        rows[name].push({ rps: x.rps, cpu, p99: x.p99, c1: c1.added_median_ms });
+        log(`round ${round + 1} ${name}: c=64 ${x.rps.toFixed(0)} req/s, ${cpu.toFixed(3)} CPU ms/request, p99 ${x.p99.toFixed(1)} ms; c=1 added median ${c1.added_median_ms.toFixed(3)} ms`);
       }
     }
     const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     log('\nmedians over rounds (B − A per round, then its median):');
-    for (const [k, unit] of [['rps', 'req/s'], ['cpu', 'CPU ms/request'], ['c1', 'ms added at c=1']]) {
+    for (const [k, unit] of [['rps', 'req/s'], ['cpu', 'CPU ms/request'], ['p99', 'p99 ms at c=64'], ['c1', 'ms added at c=1']]) {
       const a = rows.A.map((r) => r[k]);
       const b = rows.B.map((r) => r[k]);
       const diff = b.map((v, i) => v - a[i]);
