@@ -224,7 +224,7 @@ async fn refresh(namespace: &ObjectNamespace, links: &[String], now_ms: u64, ref
 /// route's `links` not synced that recently (see [`refresh`]).
 pub async fn sync(
     env: &Env,
-    due: &[AttemptRow],
+    due: &[DueReport],
     links: &[String],
     now_ms: u64,
     policy: BreakerPolicy,
@@ -244,58 +244,68 @@ pub async fn sync(
     }
 }
 
-/// The attempts whose report to their link's Durable Object is due now (see
-/// [`sync`]), marked as reported in this isolate's view. Decided before the
-/// response goes out, so a request with nothing to report starts no
-/// `waitUntil` and no Durable Object lookup at all.
-pub fn due_reports(attempts: &[AttemptRow], now_ms: u64, policy: BreakerPolicy) -> Vec<AttemptRow> {
+/// What one attempt tells its link's Durable Object.
+pub struct DueReport {
+    /// `provider/model`: the link, and the Durable Object's name.
+    link: String,
+    healthy: bool,
+    latency_ms: Option<u64>,
+}
+
+/// The reports due now to the links' Durable Objects (see [`sync`]), marked
+/// as reported in this isolate's view. Decided before the response goes out,
+/// so a request with nothing to report starts no `waitUntil` and no Durable
+/// Object lookup at all.
+pub fn due_reports(attempts: &[AttemptRow], now_ms: u64, policy: BreakerPolicy) -> Vec<DueReport> {
     let breaker_on = policy.failures_to_open > 0;
     attempts
         .iter()
         .filter(|a| breaker_on || a.ok)
-        .filter(|a| {
+        .filter_map(|a| {
+            let link = format!("{}/{}", a.provider, a.model);
             let healthy = attempt_is_healthy(a);
-            VIEW.with(|v| {
+            let due = VIEW.with(|v| {
                 let mut view = v.borrow_mut();
-                let entry = view
-                    .entry(format!("{}/{}", a.provider, a.model))
-                    .or_default();
+                let entry = view.entry(link.clone()).or_default();
                 let due = must_report(healthy, entry.after_failure, entry.last_report_ms, now_ms);
                 if due {
                     entry.last_report_ms = Some(now_ms);
                     entry.after_failure = false;
                 }
                 due
+            });
+            due.then(|| DueReport {
+                link,
+                healthy,
+                latency_ms: a.ok.then_some(a.latency_ms),
             })
         })
-        .cloned()
         .collect()
 }
 
 async fn sync_reports(
     namespace: &ObjectNamespace,
-    due: &[AttemptRow],
+    due: &[DueReport],
     now_ms: u64,
     policy: BreakerPolicy,
 ) {
-    for a in due {
-        let qualified = format!("{}/{}", a.provider, a.model);
-        let healthy = attempt_is_healthy(a);
+    for report in due {
+        let qualified = &report.link;
         let body = json!({
-            "healthy": healthy,
-            "latency_ms": a.ok.then_some(a.latency_ms),
+            "healthy": report.healthy,
+            "latency_ms": report.latency_ms,
             "now_ms": now_ms,
             "failures_to_open": policy.failures_to_open,
             "cool_down_ms": policy.cool_down_ms,
         })
         .to_string();
         let result = async {
-            let mut resp = call(namespace, &qualified, "/report", Some(body)).await?;
+            let mut resp = call(namespace, qualified, "/report", Some(body)).await?;
             resp.json::<Shared>().await
         }
         .await;
         match result {
-            Ok(shared) => adopt(&qualified, shared, now_ms),
+            Ok(shared) => adopt(qualified, shared, now_ms),
             Err(e) => console_error!("circuit sync for {qualified} failed: {e}"),
         }
     }

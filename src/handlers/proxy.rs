@@ -74,7 +74,7 @@ pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoin
     let cache_header = row.cache_status.map(str::to_ascii_uppercase);
     let gateway_config = config(&env).ok();
     // Share what the attempts taught about provider health, after the response.
-    if let Ok(config) = config(&env) {
+    if let Some(config) = &gateway_config {
         let policy = config.resilience.breaker_policy();
         let now = now_ms();
         let due = circuits::due_reports(&row.attempts, now, policy);
