@@ -1,8 +1,10 @@
 // The "bare workerd" runtime for bench/peers.mjs: the built Worker under the
 // same workerd binary wrangler ships, with Miniflare's own local KV, D1 and
-// Durable Object simulations, but without Miniflare's two dev-only hops —
-// its entry worker in front of every request, and its outbound interceptor
-// behind every `fetch()` the Worker makes. Production has neither.
+// Durable Object simulations, but without what only `wrangler dev` adds:
+// Miniflare's entry worker in front of every request, its outbound
+// interceptor behind every `fetch()` the Worker makes, and wrangler's dev
+// middleware wrapped around the Worker's own fetch (the script run is the one
+// `wrangler deploy` would upload). Production has none of them.
 //
 // How: `wrangler dev` runs with MINIFLARE_WORKERD_CONFIG_DEBUG set, so
 // Miniflare writes the workerd config it generated as JSON, and with
@@ -17,10 +19,11 @@
 // serialised back to capnp with Miniflare's own `serializeConfig`, then given
 // to `workerd serve --binary --experimental -` on stdin, as Miniflare does.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import { createRequire } from 'node:module';
+import os from 'node:os';
 import path from 'node:path';
 
 import { ROOT } from '../tests/e2e/harness.mjs';
@@ -100,9 +103,11 @@ export function reviveConfig(json, kVoid) {
  * - the user worker's `globalOutbound` → the config's network service
  *   (`internet`), skipping Miniflare's outbound interceptor worker;
  * - the `loopback` external service (Miniflare's Node server, which its
- *   storage workers post logs and errors to) → `loopbackAddress`.
+ *   storage workers post logs and errors to) → `loopbackAddress`;
+ * - with `productionBundle`, the Worker's script → that bundle (see
+ *   useProductionBundle): wrangler's dev middleware off the request path.
  */
-export function patchConfig(config, { address, loopbackAddress, workerName }) {
+export function patchConfig(config, { address, loopbackAddress, workerName, productionBundle = null }) {
   const byName = new Map(config.services.map((s) => [s.name, s]));
   const userService = `core:user:${workerName}`;
   const user = byName.get(userService);
@@ -121,6 +126,7 @@ export function patchConfig(config, { address, loopbackAddress, workerName }) {
     // operator adds one (Workers Logs are collected outside the isolate).
     dropped_streaming_tails: (user.worker.streamingTails ?? []).map((t) => t.name),
   };
+  if (productionBundle !== null) changes.user_module = useProductionBundle(user.worker, productionBundle);
   user.worker.globalOutbound = { name: network.name };
   user.worker.streamingTails = [];
   loopback.external.address = loopbackAddress;
@@ -128,6 +134,37 @@ export function patchConfig(config, { address, loopbackAddress, workerName }) {
   // Miniflare creates this directory per run and removes it when wrangler exits.
   for (const s of config.services) if (s.disk?.writable && s.disk.path) fs.mkdirSync(s.disk.path, { recursive: true });
   return changes;
+}
+
+/**
+ * Swaps the Worker's script in `worker` (the bundle `wrangler dev` built,
+ * which wraps the Worker's fetch in wrangler's dev-only middleware: a
+ * request-body drain and a JSON error page, two async layers and a facade on
+ * every request) for `bundle`, the one `wrangler deploy --dry-run --outdir`
+ * builds from the same `main` — what production runs. Both import the same
+ * wasm module; anything else that differs is an error.
+ */
+export function useProductionBundle(worker, bundle) {
+  const script = worker.modules.find((m) => m.name === 'index.js' && typeof m.esModule === 'string');
+  if (!script) throw new Error(`workerd config: the user worker has no index.js module (modules: ${worker.modules.map((m) => m.name).join(', ')})`);
+  const wasm = (text) => [...text.matchAll(/^import \w+ from "\.\/([^"]+\.wasm)";$/gm)].map((m) => m[1]).join(',');
+  if (wasm(script.esModule) !== wasm(bundle)) throw new Error(`the production bundle imports wasm ${wasm(bundle) || '(none)'}, the dev bundle ${wasm(script.esModule) || '(none)'}`);
+  if (!script.esModule.includes('__facade_invoke__')) throw new Error('the dev bundle has no wrangler middleware facade: the swap would change nothing (wrangler changed?)');
+  if (bundle.includes('__facade_invoke__')) throw new Error('the production bundle has wrangler\'s middleware facade');
+  const devBytes = script.esModule.length;
+  script.esModule = bundle;
+  return `index.js: wrangler dev bundle (${devBytes} B, with dev middleware) → wrangler deploy --dry-run bundle (${bundle.length} B)`;
+}
+
+/** The script `wrangler deploy --dry-run` bundles from `main` (the Worker's build/index.js by default). */
+export function productionBundle(main = path.join(ROOT, 'build', 'index.js')) {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-deploy-'));
+  try {
+    execFileSync(path.join(ROOT, 'node_modules', '.bin', 'wrangler'), ['deploy', main, '--dry-run', '--outdir', out], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    return fs.readFileSync(path.join(out, 'index.js'), 'utf8');
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
 }
 
 /**

@@ -23,7 +23,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { freePort, ROOT, startStack } from '../tests/e2e/harness.mjs';
-import { buildBinaryConfig, captureEnv, spawnWorkerd, startLoopbackStub, WORKERD_ARGS, workerdBinary } from './bare-workerd.mjs';
+import { buildBinaryConfig, captureEnv, productionBundle, spawnWorkerd, startLoopbackStub, WORKERD_ARGS, workerdBinary } from './bare-workerd.mjs';
 import { closedLoop, comm, cpuSeconds, interleaved, listeningPorts, peakRssMiB, pin, post, processTree, roundAll, stopProcessGroup, streams } from './lib.mjs';
 
 const { values: args } = parseArgs({
@@ -451,7 +451,12 @@ async function startTollgate(runtime, main = null) {
     await waitGone(wranglerTree);
     loopback = await startLoopbackStub(log);
     const port = await freePort();
-    const { binary, changes } = buildBinaryConfig(captureDir, { address: `127.0.0.1:${port}`, loopbackAddress: loopback.address, workerName: 'tollgate' });
+    const { binary, changes } = buildBinaryConfig(captureDir, {
+      address: `127.0.0.1:${port}`,
+      loopbackAddress: loopback.address,
+      workerName: 'tollgate',
+      productionBundle: productionBundle(main ? path.resolve(ROOT, main) : undefined),
+    });
     const wd = workerdBinary();
     child = spawnWorkerd(binary);
     const url = `http://127.0.0.1:${port}`;
@@ -459,11 +464,11 @@ async function startTollgate(runtime, main = null) {
     // The keys made through wrangler must work here: proves the persisted D1 was picked up.
     const probe = await post(`${url}/v1/chat/completions`, { authorization: `Bearer ${keys.plain.key}` }, tollgateBody());
     checkOk({ name: 'tollgate-workerd (first request)' }, probe);
-    log(`bare workerd ${wd.version} on ${url}: ${changes.socket}; globalOutbound ${changes.global_outbound}; dropped sockets ${changes.dropped_sockets.join(', ')}; dropped streaming tails ${changes.dropped_streaming_tails.join(', ') || '(none)'}`);
+    log(`bare workerd ${wd.version} on ${url}: ${changes.socket}; globalOutbound ${changes.global_outbound}; dropped sockets ${changes.dropped_sockets.join(', ')}; dropped streaming tails ${changes.dropped_streaming_tails.join(', ') || '(none)'}; ${changes.user_module}`);
     return {
       pid: child.pid,
       runtimePids: () => [child.pid],
-      how: `bare workerd ${wd.version} (${path.relative(ROOT, wd.bin)} ${WORKERD_ARGS.join(' ')}), running the workerd config Miniflare ${wd.miniflare} generated under wrangler dev ${wranglerVersion} (Miniflare local KV/D1/DO, same persisted state), patched: socket straight to the Worker (no entry worker), globalOutbound straight to the network (no outbound interceptor)`,
+      how: `bare workerd ${wd.version} (${path.relative(ROOT, wd.bin)} ${WORKERD_ARGS.join(' ')}), running the workerd config Miniflare ${wd.miniflare} generated under wrangler dev ${wranglerVersion} (Miniflare local KV/D1/DO, same persisted state), patched: socket straight to the Worker (no entry worker), globalOutbound straight to the network (no outbound interceptor), the script wrangler deploy --dry-run bundles instead of wrangler dev's (no dev middleware)`,
       version: common.version,
       details: { workerd: wd.version, miniflare: wd.miniflare, config_changes: changes },
       after: () => ({ loopback_requests: loopback.counts() }),
@@ -834,7 +839,7 @@ function markdown(r) {
     if (arms.length === 2) {
       lines.push(`Miniflare's dev-only pieces (entry worker, outbound interceptor, observability tail) = wrangler dev − bare workerd: ${f(w.c1.added_median_ms - b.c1.added_median_ms, 3)} ms at c=1 (median), ${f(w.streams.added_ttft_median_ms - b.streams.added_ttft_median_ms, 3)} ms on time to first token; CPU per request at c=64 ${f(w.sweep.at(-1).gateway_cpu_ms_per_request, 3)} → ${f(b.sweep.at(-1).gateway_cpu_ms_per_request, 3)} ms.`);
     }
-    if (b && !b.error) lines.push(`Bare workerd: the config Miniflare generated${b.runtime.config_changes.revived_config_identical_to_wranglers ? ' (revived from its JSON, byte-identical to the binary wrangler\'s workerd ran)' : ''}, changed only in: socket ${b.runtime.config_changes.socket}; globalOutbound ${b.runtime.config_changes.global_outbound}; dropped sockets ${b.runtime.config_changes.dropped_sockets.join(', ')}; dropped streaming tails ${(b.runtime.config_changes.dropped_streaming_tails ?? []).join(', ') || '(none)'}; requests to the loopback stub: ${JSON.stringify(b.runtime.loopback_requests)}.`);
+    if (b && !b.error) lines.push(`Bare workerd: the config Miniflare generated${b.runtime.config_changes.revived_config_identical_to_wranglers ? ' (revived from its JSON, byte-identical to the binary wrangler\'s workerd ran)' : ''}, changed only in: socket ${b.runtime.config_changes.socket}; globalOutbound ${b.runtime.config_changes.global_outbound}; dropped sockets ${b.runtime.config_changes.dropped_sockets.join(', ')}; dropped streaming tails ${(b.runtime.config_changes.dropped_streaming_tails ?? []).join(', ') || '(none)'}; ${b.runtime.config_changes.user_module ?? 'script: wrangler dev\'s bundle'}; requests to the loopback stub: ${JSON.stringify(b.runtime.loopback_requests)}.`);
   }
   lines.push('');
   lines.push('Peak RSS: tollgate (wrangler dev) = the workerd process running the Worker (the whole wrangler tree, incl. its Node CLI and dev proxy, is in the JSON); tollgate (bare workerd) = its one workerd process (the Worker and Miniflare\'s KV/D1/DO); Portkey = its Node process; LiteLLM = its process tree. CPU per request = CPU seconds of the gateway\'s process tree during the c=64 window / requests answered in it.');
