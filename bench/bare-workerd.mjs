@@ -160,7 +160,7 @@ export function useProductionBundle(worker, bundle) {
 export function productionBundle(main = path.join(ROOT, 'build', 'index.js')) {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-deploy-'));
   try {
-    execFileSync(path.join(ROOT, 'node_modules', '.bin', 'wrangler'), ['deploy', main, '--dry-run', '--outdir', out], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    execFileSync(path.join(ROOT, 'node_modules', '.bin', 'wrangler'), ['deploy', main, '--config', path.join(ROOT, 'wrangler.toml'), '--dry-run', '--outdir', out], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     return fs.readFileSync(path.join(out, 'index.js'), 'utf8');
   } finally {
     fs.rmSync(out, { recursive: true, force: true });

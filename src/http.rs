@@ -28,10 +28,11 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], GatewayError> {
     Ok(buf)
 }
 
-/// A fresh gateway request id: `req_` + 32 hex characters.
+/// A fresh gateway request id (`ledger::request_id`: time, then 80 random
+/// bits).
 pub fn new_request_id() -> String {
-    match random_bytes::<16>() {
-        Ok(b) => format!("req_{}", hex::encode(b)),
+    match random_bytes::<10>() {
+        Ok(b) => crate::ledger::request_id(now_ms(), b),
         // Still unique enough to keep the ledger's primary key distinct within
         // this isolate; getrandom failing is not expected on Workers.
         Err(_) => format!("req_t{}", now_ms()),

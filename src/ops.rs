@@ -490,6 +490,34 @@ pub fn retention_cutoff(r: &Retention, now_ms: u64) -> u64 {
 mod tests {
     use super::*;
 
+    /// The retention delete ranges over `created_at` through an index
+    /// (`requests_latency_cover` since migration 0015 dropped the narrower
+    /// `requests_by_time`), never a scan of the whole ledger.
+    #[test]
+    fn retention_delete_uses_a_created_at_index() {
+        let db = crate::test_db::migrated();
+        let plan: Vec<String> = db
+            .prepare(&format!("EXPLAIN QUERY PLAN {DELETE_REQUESTS_SQL}"))
+            .unwrap()
+            .query_map([1_000], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("USING INDEX requests_latency_cover (created_at<?)")),
+            "{plan:?}"
+        );
+        let gone: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'requests_by_time'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(gone, 0);
+    }
+
     /// The retention batch against the real schema: everything at or before
     /// the boundary goes, ledger rows and what hangs off them; nothing after.
     #[test]
