@@ -44,6 +44,29 @@ pub struct Window {
     pub reset_at_ms: u64,
 }
 
+/// The rate-limit headers [`reading_from_headers`] reads, per family (OpenAI
+/// and the OpenAI-compatible providers, then Anthropic), each `remaining`
+/// header first: without one of those no window can be read, so a caller
+/// that fetches headers one by one can stop after two misses.
+pub const RATE_LIMIT_HEADER_FAMILIES: [[&str; 6]; 2] = [
+    [
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-reset-tokens",
+    ],
+    [
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-tokens-remaining",
+        "anthropic-ratelimit-requests-limit",
+        "anthropic-ratelimit-tokens-limit",
+        "anthropic-ratelimit-requests-reset",
+        "anthropic-ratelimit-tokens-reset",
+    ],
+];
+
 /// Parses the rate-limit headers of one response (lowercase names).
 pub fn reading_from_headers<'a>(
     headers: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -358,6 +381,24 @@ pub fn prefer_unsaturated(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every name a caller fetches is one the parser reads: a family's six
+    /// headers give both windows, in full.
+    #[test]
+    fn each_rate_limit_header_family_is_read_whole() {
+        for family in RATE_LIMIT_HEADER_FAMILIES {
+            let values = ["7", "70", "10", "100", "1s", "2s"];
+            let r = reading_from_headers(family.into_iter().zip(values), 1_000).unwrap();
+            let (req, tok) = (r.requests.unwrap(), r.tokens.unwrap());
+            assert_eq!((req.limit, req.remaining, req.reset_at_ms), (10, 7, 2_000));
+            assert_eq!(
+                (tok.limit, tok.remaining, tok.reset_at_ms),
+                (100, 70, 3_000)
+            );
+            // The two `remaining` headers come first.
+            assert!(family[..2].iter().all(|n| n.contains("remaining")));
+        }
+    }
 
     #[test]
     fn openai_style_headers() {

@@ -3,7 +3,8 @@
 
 use futures::StreamExt;
 use serde::Serialize;
-use worker::{console_error, Headers, Request, Response};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{console_error, web_sys, Headers, Request, Response};
 
 use crate::error::GatewayError;
 
@@ -74,6 +75,50 @@ pub async fn read_body_limited(req: &mut Request, limit: u64) -> Result<Vec<u8>,
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// A client's request to a proxy route, as the runtime handed it over:
+/// its headers and body are all the proxy reads. workers-rs' `Request` is
+/// built for the other routes only, because building it reads `request.cf`,
+/// which in production is an object of some thirty fields made on access.
+pub struct Incoming {
+    raw: web_sys::Request,
+    headers: Headers,
+}
+
+impl Incoming {
+    pub fn new(raw: web_sys::Request) -> Self {
+        let headers = Headers(raw.headers());
+        Self { raw, headers }
+    }
+
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The body, refusing more than `limit` bytes: one `arrayBuffer()` when
+    /// `Content-Length` is declared (HTTP framing holds the body to it),
+    /// else [`read_body_limited`]'s counted stream.
+    pub async fn read_body_limited(&self, limit: u64) -> Result<Vec<u8>, GatewayError> {
+        let declared = self
+            .headers
+            .get("content-length")
+            .ok()
+            .flatten()
+            .and_then(|len| len.trim().parse::<u64>().ok());
+        let Some(len) = declared else {
+            let mut req = Request::from(Clone::clone(&self.raw));
+            return read_body_limited(&mut req, limit).await;
+        };
+        if len > limit {
+            return Err(GatewayError::PayloadTooLarge { limit_bytes: limit });
+        }
+        let unreadable = |_| GatewayError::invalid("Could not read the request body.");
+        let buffer = JsFuture::from(self.raw.array_buffer().map_err(unreadable)?)
+            .await
+            .map_err(unreadable)?;
+        Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+    }
 }
 
 /// A JSON response with the given status.

@@ -65,11 +65,13 @@ mod upstream;
 
 #[cfg(target_arch = "wasm32")]
 mod entry {
-    use worker::{event, Context, Env, Request, Response, ScheduleContext, ScheduledEvent};
+    use worker::{
+        event, web_sys, Context, Env, Request, Response, ScheduleContext, ScheduledEvent,
+    };
 
     use crate::error::GatewayError;
     use crate::handlers;
-    use crate::http::error_response;
+    use crate::http::{error_response, Incoming};
     use crate::ledger::Endpoint;
     use crate::router::{route, Route};
 
@@ -82,11 +84,16 @@ mod entry {
     /// bare 500 with internals, so each failure is an OpenAI error body here.
     /// Every response gets `Server-Timing` and a request id; failures (or, as
     /// configured, every request) a JSON log line.
+    ///
+    /// Takes the runtime's request as it is: the proxy routes read only its
+    /// headers and body (`http::Incoming`); the others get workers-rs'
+    /// `Request`, whose construction reads `request.cf`.
     #[event(fetch)]
-    async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<Response> {
         let started = crate::http::now_ms();
-        let method = req.method().to_string();
-        let path = req.path();
+        let method = req.method();
+        let url = req.url();
+        let path = crate::router::path_of_url(&url).to_owned();
         let r = route(&method, &path);
         // An invalid config still logs its failures.
         let logs = handlers::config(&env)
@@ -95,31 +102,17 @@ mod entry {
         // Anthropic clients read Anthropic's error shape under /v1/messages
         // (including /v1/messages/count_tokens, which is not offered).
         let anthropic = path.starts_with("/v1/messages");
-        let result = match r {
-            Route::Health => handlers::health::handle(&env),
-            Route::ChatCompletions => {
-                Ok(handlers::proxy::handle(req, env, &ctx, Endpoint::ChatCompletions).await)
+        let endpoint = match r {
+            Route::ChatCompletions => Some(Endpoint::ChatCompletions),
+            Route::Embeddings => Some(Endpoint::Embeddings),
+            Route::Messages => Some(Endpoint::Messages),
+            _ => None,
+        };
+        let result = match endpoint {
+            Some(endpoint) => {
+                Ok(handlers::proxy::handle(Incoming::new(req), env, &ctx, endpoint).await)
             }
-            Route::Embeddings => {
-                Ok(handlers::proxy::handle(req, env, &ctx, Endpoint::Embeddings).await)
-            }
-            Route::Messages => {
-                Ok(handlers::proxy::handle(req, env, &ctx, Endpoint::Messages).await)
-            }
-            Route::Models => handlers::models::handle(&req, &env).await,
-            Route::AdminUsage(view) => match handlers::authenticate_admin_or_session(&req, &env) {
-                Ok(()) => handlers::usage::handle(&req, &env, view).await,
-                Err(e) => Err(e),
-            },
-            Route::Dashboard(file) => handlers::dashboard::page(&req, &env, file.as_deref()).await,
-            Route::DashboardLogin => handlers::dashboard::login(req, &env).await,
-            Route::DashboardLogout => match handlers::authenticate_admin_or_session(&req, &env) {
-                Ok(()) => handlers::dashboard::logout(&req),
-                Err(e) => Err(e),
-            },
-            Route::MethodNotAllowed(allowed) => Err(GatewayError::MethodNotAllowed { allowed }),
-            Route::NotFound => Err(GatewayError::NotFound),
-            admin => handlers::admin::handle(req, &env, admin).await,
+            None => other_route(Request::from(req), &env, r).await,
         };
         let resp = result.unwrap_or_else(|e| {
             if anthropic {
@@ -129,6 +122,27 @@ mod entry {
             }
         });
         Ok(crate::obs::finish(resp, started, &method, &path, logs))
+    }
+
+    /// Every route but the proxy's.
+    async fn other_route(req: Request, env: &Env, r: Route) -> Result<Response, GatewayError> {
+        match r {
+            Route::Health => handlers::health::handle(env),
+            Route::Models => handlers::models::handle(&req, env).await,
+            Route::AdminUsage(view) => match handlers::authenticate_admin_or_session(&req, env) {
+                Ok(()) => handlers::usage::handle(&req, env, view).await,
+                Err(e) => Err(e),
+            },
+            Route::Dashboard(file) => handlers::dashboard::page(&req, env, file.as_deref()).await,
+            Route::DashboardLogin => handlers::dashboard::login(req, env).await,
+            Route::DashboardLogout => match handlers::authenticate_admin_or_session(&req, env) {
+                Ok(()) => handlers::dashboard::logout(&req),
+                Err(e) => Err(e),
+            },
+            Route::MethodNotAllowed(allowed) => Err(GatewayError::MethodNotAllowed { allowed }),
+            Route::NotFound => Err(GatewayError::NotFound),
+            admin => handlers::admin::handle(req, env, admin).await,
+        }
     }
 
     /// The cron trigger: operational alerts, the weekly summary, retention

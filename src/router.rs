@@ -106,6 +106,24 @@ fn asset_name(s: &str) -> Option<String> {
     ok.then(|| s.to_owned())
 }
 
+/// The path of a URL as the runtime serialises a request's (`request.url`,
+/// WHATWG): from the first `/` after the host up to `?` or `#`, which the
+/// serialiser percent-encodes inside a path. The same reading as workers-rs'
+/// `Request::path()`, without building its `Request` (which also reads `cf`).
+pub fn path_of_url(url: &str) -> &str {
+    let Some(scheme_end) = url.find("://") else {
+        return if url.starts_with('/') { url } else { "/" };
+    };
+    let after_host = &url[scheme_end + 3..];
+    match after_host.find('/') {
+        Some(i) => {
+            let path = &after_host[i..];
+            &path[..path.find(['?', '#']).unwrap_or(path.len())]
+        }
+        None => "/",
+    }
+}
+
 /// Routes by URL path only (never by `Host`). One trailing slash is ignored.
 pub fn route(method: &str, path: &str) -> Route {
     let path = path
@@ -176,6 +194,23 @@ pub fn route(method: &str, path: &str) -> Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_of_url_is_the_path_without_query_or_fragment() {
+        assert_eq!(
+            path_of_url("http://gw.example/v1/chat/completions"),
+            "/v1/chat/completions"
+        );
+        assert_eq!(
+            path_of_url("https://gw.example:8443/v1/models?x=1#f"),
+            "/v1/models"
+        );
+        assert_eq!(path_of_url("https://gw.example"), "/");
+        assert_eq!(path_of_url("https://gw.example/?q=/a"), "/");
+        assert_eq!(path_of_url("http://u:p@gw.example/a%3Fb/c"), "/a%3Fb/c");
+        assert_eq!(path_of_url("/relative/path"), "/relative/path");
+        assert_eq!(path_of_url("odd"), "/");
+    }
 
     #[test]
     fn routes() {

@@ -11,11 +11,9 @@ use std::task::{Context as TaskContext, Poll};
 
 use futures::channel::oneshot;
 use futures::{Future, Stream};
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::JsCast;
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{
-    console_error, web_sys, AbortController, AbortSignal, Delay, Headers, Response, ResponseBody,
-};
+use worker::{console_error, web_sys, AbortController, AbortSignal, Delay, Headers, Response};
 
 use crate::error::GatewayError;
 use crate::http::{now_ms, set_header};
@@ -32,7 +30,7 @@ pub const USER_AGENT: &str = concat!("tollgate/", env!("CARGO_PKG_VERSION"));
 /// Calls the runtime's `fetch(url, init)` directly: workers-rs would first
 /// build a `Request` object from the init and then fetch that, which costs a
 /// second copy of the headers and body on every call.
-pub async fn send(call: &HttpCall, signal: &AbortSignal) -> Result<Response, GatewayError> {
+pub async fn send(call: &HttpCall, signal: &AbortSignal) -> Result<Upstream, GatewayError> {
     let unreachable = || GatewayError::UpstreamUnreachable {
         provider: call.provider.clone(),
     };
@@ -66,7 +64,7 @@ pub async fn send(call: &HttpCall, signal: &AbortSignal) -> Result<Response, Gat
         .await
         .and_then(|r| r.dyn_into::<web_sys::Response>());
     match answered {
-        Ok(resp) => Ok(resp.into()),
+        Ok(resp) => Ok(Upstream::new(resp)),
         Err(e) => {
             let why = e
                 .dyn_ref::<js_sys::Error>()
@@ -78,77 +76,92 @@ pub async fn send(call: &HttpCall, signal: &AbortSignal) -> Result<Response, Gat
     }
 }
 
-/// A fetched body, read whole by the runtime (`arrayBuffer()`): one promise
-/// and one copy into wasm, where workers-rs' `bytes()` takes a stream reader,
-/// a promise per chunk and a lock.
-async fn whole_body(resp: &Response) -> Result<Vec<u8>, JsValue> {
-    match resp.body() {
-        ResponseBody::Stream(stream) => {
-            let whole = web_sys::Response::new_with_opt_readable_stream(Some(stream))?;
-            let buffer = JsFuture::from(whole.array_buffer()?).await?;
-            Ok(js_sys::Uint8Array::new(&buffer).to_vec())
-        }
-        ResponseBody::Body(bytes) => Ok(bytes.clone()),
-        ResponseBody::Empty => Ok(Vec::new()),
-    }
+/// A provider's answer as the runtime handed it over. Kept as the runtime's
+/// own `Response` rather than workers-rs' (whose conversion reads `cf` and
+/// `webSocket` and splits off the body) because a complete answer only needs
+/// its status, a few headers and `arrayBuffer()`.
+pub struct Upstream {
+    raw: web_sys::Response,
+    headers: Headers,
 }
 
-/// Reads a whole upstream body, refusing more than `limit` bytes.
-pub async fn read_limited(
-    resp: &mut Response,
-    limit: u64,
-    provider: &str,
-) -> Result<Vec<u8>, GatewayError> {
-    use futures::StreamExt;
-    let invalid = || GatewayError::UpstreamInvalidResponse {
-        provider: provider.to_owned(),
-    };
-    // A declared length (HTTP framing holds the body to it) is checked up
-    // front and the body read in one piece: one copy into wasm instead of a
-    // reader, a lock and a copy per chunk. Not for an encoded body: the
-    // runtime decompresses it, so its length says nothing about what it reads.
-    let h = resp.headers();
-    let encoded = h
-        .get("content-encoding")
-        .ok()
-        .flatten()
-        .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
-    let declared = h
-        .get("content-length")
-        .ok()
-        .flatten()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|_| !encoded);
-    if let Some(len) = declared {
-        if len > limit {
-            console_error!("provider {provider} declared a body of {len} bytes, over {limit}");
-            return Err(invalid());
-        }
-        return whole_body(resp).await.map_err(|e| {
-            console_error!("reading the body from provider {provider} failed: {e:?}");
+impl Upstream {
+    fn new(raw: web_sys::Response) -> Self {
+        let headers = Headers(raw.headers());
+        Self { raw, headers }
+    }
+
+    pub fn status_code(&self) -> u16 {
+        self.raw.status()
+    }
+
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The body as a stream of chunks (an SSE answer).
+    pub fn into_stream(self) -> Result<ByteSource, worker::Error> {
+        Ok(Box::pin(Response::from(self.raw).stream()?))
+    }
+
+    /// The whole body, refusing more than `limit` bytes.
+    ///
+    /// A declared length (HTTP framing holds the body to it) is checked up
+    /// front and the body read by the runtime in one piece (`arrayBuffer()`):
+    /// one promise and one copy into wasm instead of a reader, a lock and a
+    /// copy per chunk. Not for an encoded body: the runtime decompresses it,
+    /// so its length says nothing about what it reads.
+    pub async fn read_limited(self, limit: u64, provider: &str) -> Result<Vec<u8>, GatewayError> {
+        use futures::StreamExt;
+        let invalid = || GatewayError::UpstreamInvalidResponse {
+            provider: provider.to_owned(),
+        };
+        let unreachable = |why: &dyn std::fmt::Debug| {
+            console_error!("reading the body from provider {provider} failed: {why:?}");
             GatewayError::UpstreamUnreachable {
                 provider: provider.to_owned(),
             }
-        });
-    }
-    let Ok(mut stream) = resp.stream() else {
-        return Ok(Vec::new());
-    };
-    let mut body = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            console_error!("reading the body from provider {provider} failed: {e}");
-            GatewayError::UpstreamUnreachable {
-                provider: provider.to_owned(),
+        };
+        let h = &self.headers;
+        let encoded = h
+            .get("content-encoding")
+            .ok()
+            .flatten()
+            .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
+        let declared = h
+            .get("content-length")
+            .ok()
+            .flatten()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|_| !encoded);
+        if let Some(len) = declared {
+            if len > limit {
+                console_error!("provider {provider} declared a body of {len} bytes, over {limit}");
+                return Err(invalid());
             }
-        })?;
-        if body.len() as u64 + chunk.len() as u64 > limit {
-            console_error!("provider {provider} sent a body over {limit} bytes");
-            return Err(invalid());
+            let buffer = match self.raw.array_buffer() {
+                Ok(p) => JsFuture::from(p).await.map_err(|e| unreachable(&e))?,
+                Err(e) => return Err(unreachable(&e)),
+            };
+            return Ok(js_sys::Uint8Array::new(&buffer).to_vec());
         }
-        body.extend_from_slice(&chunk);
+        if self.raw.body().is_none() {
+            return Ok(Vec::new());
+        }
+        let mut stream = Response::from(self.raw)
+            .stream()
+            .map_err(|e| unreachable(&e))?;
+        let mut body = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| unreachable(&e))?;
+            if body.len() as u64 + chunk.len() as u64 > limit {
+                console_error!("provider {provider} sent a body over {limit} bytes");
+                return Err(invalid());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
-    Ok(body)
 }
 
 /// What a finished stream reports to the ledger writer.

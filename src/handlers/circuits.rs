@@ -320,14 +320,27 @@ thread_local! {
 
 /// Reads the rate-limit headers of a response from `provider`'s `model`.
 pub fn observe_capacity(provider: &str, model: &str, headers: &worker::Headers, now_ms: u64) {
-    let pairs: Vec<(String, String)> = headers
-        .entries()
-        .filter(|(k, _)| k.contains("ratelimit"))
-        .collect();
-    let reading = crate::capacity::reading_from_headers(
-        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        now_ms,
-    );
+    // Fetched by name, not by iterating the headers: a provider answers with
+    // twenty-odd headers, each several calls across the JS boundary to read.
+    let mut pairs: Vec<(&str, String)> = Vec::new();
+    for family in &crate::capacity::RATE_LIMIT_HEADER_FAMILIES {
+        for (i, name) in family.iter().enumerate() {
+            if let Some(v) = headers.get(name).ok().flatten() {
+                pairs.push((name, v));
+            } else if i == 1 && pairs.is_empty() {
+                // Neither `remaining` header: no window from this family.
+                break;
+            }
+        }
+        if !pairs.is_empty() {
+            break;
+        }
+    }
+    if pairs.is_empty() {
+        return;
+    }
+    let reading =
+        crate::capacity::reading_from_headers(pairs.iter().map(|(k, v)| (*k, v.as_str())), now_ms);
     if let Some(r) = reading {
         CAPACITY.with(|c| {
             c.borrow_mut()

@@ -24,7 +24,7 @@ use std::rc::Rc;
 
 use wasm_bindgen::{JsCast, JsValue};
 
-use worker::{console_error, D1Database, Env, Request};
+use worker::{console_error, D1Database, Env, Headers, Request};
 
 use crate::bindings::{ADMIN_TOKEN_SECRET, DB, GATEWAY_CONFIG_VAR, MIN_ADMIN_TOKEN_LEN};
 use crate::config::GatewayConfig;
@@ -202,15 +202,18 @@ pub fn database(env: &Env) -> Result<D1Database, GatewayError> {
     Ok(db)
 }
 
-fn header(req: &Request, name: &str) -> Option<String> {
-    req.headers().get(name).ok().flatten()
+fn header(headers: &Headers, name: &str) -> Option<String> {
+    headers.get(name).ok().flatten()
 }
 
 /// Checks the virtual key (`Authorization: Bearer tg-…`, or `x-api-key: tg-…`
 /// as Anthropic SDKs send it) against D1.
-pub async fn authenticate_key(req: &Request, env: &Env) -> Result<KeyGrant, GatewayError> {
+pub async fn authenticate_key(headers: &Headers, env: &Env) -> Result<KeyGrant, GatewayError> {
     admin_token(env)?;
-    let key = match (header(req, "authorization"), header(req, "x-api-key")) {
+    let key = match (
+        header(headers, "authorization"),
+        header(headers, "x-api-key"),
+    ) {
         (Some(auth), _) => parse_presented_key(Some(&auth), true)?.to_owned(),
         (None, Some(api_key)) => parse_presented_key(Some(&api_key), false)?.to_owned(),
         (None, None) => parse_presented_key(None, true)?.to_owned(),
@@ -239,7 +242,7 @@ pub fn forget_cached_keys() {
 /// Checks `Authorization: Bearer <ADMIN_TOKEN>` in constant time.
 pub fn authenticate_admin(req: &Request, env: &Env) -> Result<(), GatewayError> {
     let token = admin_token(env)?;
-    let presented = header(req, "authorization");
+    let presented = header(req.headers(), "authorization");
     let bearer = presented
         .as_deref()
         .and_then(|v| v.trim().split_once(' '))

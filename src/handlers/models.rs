@@ -11,7 +11,7 @@ use crate::routing::{listed_models, resolve};
 
 /// `GET /v1/models`
 pub async fn handle(req: &Request, env: &Env) -> Result<Response, GatewayError> {
-    let grant = authenticate_key(req, env).await?;
+    let grant = authenticate_key(req.headers(), env).await?;
     let config = config(env)?;
     let data: Vec<_> = listed_models(&config)
         .into_iter()

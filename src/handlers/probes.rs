@@ -166,9 +166,9 @@ async fn probe(
     let controller = AbortController::default();
     let signal = controller.signal();
     let answer = within(h.timeout_ms, async {
-        let mut resp = crate::upstream::send(&call, &signal).await?;
+        let resp = crate::upstream::send(&call, &signal).await?;
         let status = resp.status_code();
-        let body = crate::upstream::read_limited(&mut resp, MAX_PROBE_BODY, &call.provider).await?;
+        let body = resp.read_limited(MAX_PROBE_BODY, &call.provider).await?;
         Ok::<_, GatewayError>((status, body))
     })
     .await;

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use worker::{console_error, AbortController, Context, Delay, Env, Headers, Request, Response};
+use worker::{console_error, AbortController, Context, Delay, Env, Headers, Response};
 
 use crate::bindings::CACHE_KV;
 use crate::breaker::Admission;
@@ -20,8 +20,8 @@ use crate::handlers::{
     secret, semantic,
 };
 use crate::http::{
-    error_response, messages_error_response, new_request_id, now_ms, random_bytes,
-    read_body_limited, set_header, REQUEST_ID_HEADER,
+    error_response, messages_error_response, new_request_id, now_ms, random_bytes, set_header,
+    Incoming, REQUEST_ID_HEADER,
 };
 use crate::keys::{BudgetScope, KeyGrant};
 use crate::ledger::{AttemptRow, Endpoint, Outcome, RequestRow};
@@ -52,21 +52,21 @@ enum Answer {
 
 /// The route entry point. Never fails: every error becomes an OpenAI error
 /// body, and every request that passed authentication gets one ledger row.
-pub async fn handle(mut req: Request, env: Env, ctx: &Context, endpoint: Endpoint) -> Response {
+pub async fn handle(req: Incoming, env: Env, ctx: &Context, endpoint: Endpoint) -> Response {
     let request_id = new_request_id();
     let started = now_ms();
     let render_error = match endpoint {
         Endpoint::Messages => messages_error_response,
         _ => error_response,
     };
-    let grant = match authenticate_key(&req, &env).await {
+    let grant = match authenticate_key(req.headers(), &env).await {
         Ok(g) => g,
         Err(e) => return render_error(&e, Some(&request_id)),
     };
     let mut row = RequestRow::new(request_id.clone(), started, grant.id.clone(), endpoint);
     row.project_id = grant.project.as_ref().map(|p| p.id.clone());
     let mut after = AfterResponse::default();
-    let result = proxy(&mut req, &env, &grant, endpoint, &mut row, &mut after).await;
+    let result = proxy(&req, &env, &grant, endpoint, &mut row, &mut after).await;
     let result = match (result, after.output_guard.take()) {
         (Ok(answer), Some(g)) => guard_answer(answer, g, &mut row, &mut after).await,
         (result, _) => result,
@@ -341,7 +341,7 @@ async fn finish_row(
 /// created with `allow_inline_config`, validated like a configured route (so
 /// it can only name configured providers — never a host or a key).
 fn inline_route(
-    req: &Request,
+    req: &Incoming,
     config: &GatewayConfig,
     grant: &KeyGrant,
 ) -> Result<Option<RouteConfig>, GatewayError> {
@@ -393,7 +393,7 @@ fn random_unit() -> f64 {
 }
 
 async fn proxy(
-    req: &mut Request,
+    req: &Incoming,
     env: &Env,
     grant: &KeyGrant,
     endpoint: Endpoint,
@@ -409,7 +409,7 @@ async fn proxy(
             .as_deref(),
     )?;
     let inline = inline_route(req, &config, grant)?;
-    let raw = read_body_limited(req, config.limits.max_body_bytes).await?;
+    let raw = req.read_body_limited(config.limits.max_body_bytes).await?;
     after.prompt_bytes = raw.len() as u64;
     crate::obs::log_body(&config.logging, &row.request_id, "request_body", &raw);
     // Checked in place, then taken apart: no copy of the body.
@@ -844,7 +844,7 @@ impl CacheDecision {
     reason = "every input is a distinct part of the decision"
 )]
 fn cache_decision(
-    req: &Request,
+    req: &Incoming,
     config: &GatewayConfig,
     policy: &cache::CachePolicy,
     endpoint: Endpoint,
@@ -1367,6 +1367,57 @@ pub(crate) async fn within<T>(ms: u64, fut: impl std::future::Future<Output = T>
     }
 }
 
+/// One timer for an attempt's successive deadlines (first byte, then the
+/// whole answer): armed once for the first, and re-armed only when it fires
+/// before a later deadline is due. A fast answer costs one `setTimeout` and
+/// one `clearTimeout` (on drop) instead of a pair per phase.
+struct AttemptTimer {
+    timer: std::pin::Pin<Box<Delay>>,
+    /// When the timer fires (epoch ms).
+    fires_at_ms: u64,
+}
+
+impl AttemptTimer {
+    fn new(now_ms: u64, ms: u64) -> Self {
+        Self {
+            timer: Box::pin(Delay::from(Duration::from_millis(ms))),
+            fires_at_ms: now_ms.saturating_add(ms),
+        }
+    }
+
+    fn arm(&mut self, now_ms: u64, until_ms: u64) {
+        let ms = until_ms.saturating_sub(now_ms).max(1);
+        *self = Self::new(now_ms, ms);
+    }
+
+    /// Races `fut` against the deadline `until_ms` (epoch ms); `None` when the
+    /// deadline passes first.
+    async fn within<T>(
+        &mut self,
+        until_ms: u64,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        if until_ms < self.fires_at_ms {
+            // An earlier deadline than the one armed (a total limit below the
+            // first-byte one): only then a second timer.
+            self.arm(now_ms(), until_ms);
+        }
+        futures::pin_mut!(fut);
+        loop {
+            match futures::future::select(fut.as_mut(), self.timer.as_mut()).await {
+                futures::future::Either::Left((v, _)) => return Some(v),
+                futures::future::Either::Right(((), _)) => {
+                    let now = now_ms();
+                    if now >= until_ms {
+                        return None;
+                    }
+                    self.arm(now, until_ms);
+                }
+            }
+        }
+    }
+}
+
 /// What the walker learns from a failed attempt's error.
 fn failure_of(e: &GatewayError) -> Failure {
     match e {
@@ -1400,29 +1451,31 @@ async fn http_attempt(
         kind: kind.as_str(),
     };
     circuits::capacity_sent(&call.provider, &call.model, attempt_started);
-    let Some(sent) = within(t.ttfb_ms, upstream::send(&call, &signal)).await else {
+    let mut timer = AttemptTimer::new(attempt_started, t.ttfb_ms);
+    let ttfb_deadline = attempt_started.saturating_add(t.ttfb_ms);
+    let Some(sent) = timer
+        .within(ttfb_deadline, upstream::send(&call, &signal))
+        .await
+    else {
         controller.abort();
         return Err((
             Failure::Timeout(TimeoutKind::Ttfb),
             timeout(TimeoutKind::Ttfb),
         ));
     };
-    let mut resp = match sent {
+    let resp = match sent {
         Ok(r) => r,
         Err(e) => return Err((failure_of(&e), e)),
     };
     circuits::observe_capacity(&call.provider, &call.model, resp.headers(), now_ms());
     let status = resp.status_code();
     if !(200..300).contains(&status) {
-        let (retry_after, retry_after_ms) = retry_after(&resp);
+        let (retry_after, retry_after_ms) = retry_after(resp.headers());
         // Error bodies are small; read a bounded prefix for the message.
-        let body = within(
-            t.total_ms,
-            upstream::read_limited(&mut resp, 64 * 1024, &call.provider),
-        )
-        .await
-        .and_then(Result::ok)
-        .unwrap_or_default();
+        let body = within(t.total_ms, resp.read_limited(64 * 1024, &call.provider))
+            .await
+            .and_then(Result::ok)
+            .unwrap_or_default();
         controller.abort();
         let error = map_error(&call, status, &body, retry_after.as_deref());
         let failure = if (300..400).contains(&status) {
@@ -1457,8 +1510,8 @@ async fn http_attempt(
             controller.abort();
             return Err((Failure::BadResponse, invalid()));
         }
-        let source: ByteSource = match resp.stream() {
-            Ok(s) => Box::pin(s),
+        let source: ByteSource = match resp.into_stream() {
+            Ok(s) => s,
             Err(_) => return Err((Failure::BadResponse, invalid())),
         };
         let observer =
@@ -1486,15 +1539,14 @@ async fn http_attempt(
             .map_err(|e| (Failure::BadResponse, e))?;
         return Ok((answer, status));
     }
-    let remaining = t
-        .total_ms
-        .saturating_sub(now_ms().saturating_sub(attempt_started))
-        .max(1);
-    let body = match within(
-        remaining,
-        upstream::read_limited(&mut resp, t.max_body, &call.provider),
-    )
-    .await
+    // The whole answer within the total limit, on the same timer.
+    let total_deadline = attempt_started.saturating_add(t.total_ms);
+    let body = match timer
+        .within(
+            total_deadline,
+            resp.read_limited(t.max_body, &call.provider),
+        )
+        .await
     {
         None => {
             controller.abort();
@@ -1638,8 +1690,7 @@ fn completion_id(request_id: &str) -> String {
 
 /// `Retry-After` as delta-seconds (from `retry-after`, or OpenAI's and
 /// Azure's `retry-after-ms` rounded up), and the wait in ms for the walker.
-fn retry_after(resp: &Response) -> (Option<String>, Option<u64>) {
-    let h = resp.headers();
+fn retry_after(h: &Headers) -> (Option<String>, Option<u64>) {
     if let Some(v) = h.get("retry-after").ok().flatten() {
         let ms = v.trim().parse::<u64>().ok().map(|s| s.saturating_mul(1000));
         return (Some(v), ms);
@@ -1751,7 +1802,7 @@ fn with_timing(
 /// (`opt-in`, `on`; `shadow` stays shadow); `exact` asks for the exact cache
 /// only. Chat only: an embedding request is its own exact key.
 fn semantic_mode(
-    req: &Request,
+    req: &Incoming,
     config: &GatewayConfig,
     policy: &cache::CachePolicy,
     endpoint: Endpoint,

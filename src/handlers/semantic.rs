@@ -136,11 +136,12 @@ pub async fn embed(
             return first_vector(value.pointer("/data/0/embedding"));
         }
     };
-    let mut resp = upstream::send(&call, signal).await.map_err(|e| gw(&e))?;
+    let resp = upstream::send(&call, signal).await.map_err(|e| gw(&e))?;
     if resp.status_code() != 200 {
         return Err(format!("embedder answered {}", resp.status_code()));
     }
-    let bytes = upstream::read_limited(&mut resp, 4 * 1024 * 1024, &call.provider)
+    let bytes = resp
+        .read_limited(4 * 1024 * 1024, &call.provider)
         .await
         .map_err(|e| gw(&e))?;
     let (_, value) = translate_response(&call, Endpoint::Embeddings, bytes, "semantic", 0)
