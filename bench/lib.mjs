@@ -191,6 +191,59 @@ export async function interleaved({ direct, gateway, rounds, perRound, warmup, c
 }
 
 /**
+ * c=1 for several gateways running at once, interleaved with direct calls in
+ * the same rounds: each round sends `perRound` requests to every arm in turn
+ * (after `blockWarmup` unmeasured ones; the order rotates each round), so
+ * drift on the machine reaches every arm alike — which measuring one gateway after another cannot give. Per arm:
+ * added median (median over rounds of arm median − direct median, with its
+ * IQR) and added p99 (pooled). The first arm against each other one: the
+ * median over rounds of their difference, and in how many rounds the first
+ * was lower.
+ */
+export async function interleavedMany({ direct, arms, rounds, perRound, warmup, blockWarmup = 0, check }) {
+  const all = { direct, ...arms };
+  const names = Object.keys(all);
+  for (const a of Object.values(all)) for (let i = 0; i < warmup; i++) check(a, await post(a.url, a.headers, a.body()));
+  const samples = Object.fromEntries(names.map((n) => [n, []]));
+  const medians = Object.fromEntries(names.map((n) => [n, []]));
+  for (let r = 0; r < rounds; r++) {
+    const order = names.map((_, i) => names[(i + r) % names.length]);
+    for (const name of order) {
+      const a = all[name];
+      const block = [];
+      // Unmeasured first requests: the arm before this one ran on the same
+      // core and left its caches cold for this one.
+      for (let i = 0; i < blockWarmup; i++) check(a, await post(a.url, a.headers, a.body()));
+      for (let i = 0; i < perRound; i++) {
+        const res = await post(a.url, a.headers, a.body());
+        check(a, res);
+        block.push(res.ms);
+      }
+      samples[name].push(...block);
+      medians[name].push(quantile(sorted(block), 0.5));
+    }
+  }
+  const d = summarize(samples.direct);
+  const out = { rounds, per_round: perRound, block_warmup: blockWarmup, direct: d, arms: {}, pairs: {} };
+  for (const name of Object.keys(arms)) {
+    const added = sorted(medians[name].map((m, i) => m - medians.direct[i]));
+    const g = summarize(samples[name]);
+    out.arms[name] = {
+      gateway: g,
+      added_median_ms: quantile(added, 0.5),
+      added_median_iqr_ms: [quantile(added, 0.25), quantile(added, 0.75)],
+      added_p99_ms: g.p99 - d.p99,
+    };
+  }
+  const [first, ...others] = Object.keys(arms);
+  for (const b of others) {
+    const diff = medians[first].map((m, i) => m - medians[b][i]);
+    out.pairs[`${first} − ${b}`] = { median_ms: quantile(sorted(diff), 0.5), first_lower_in: diff.filter((x) => x < 0).length, rounds };
+  }
+  return out;
+}
+
+/**
  * Closed loop at concurrency `c` for `seconds` after `warmupSeconds`; counts
  * responses and errors, and latency of those completed inside the window.
  */

@@ -24,7 +24,7 @@ import { parseArgs } from 'node:util';
 
 import { freePort, ROOT, startStack } from '../tests/e2e/harness.mjs';
 import { buildBinaryConfig, captureEnv, productionBundle, spawnWorkerd, startLoopbackStub, WORKERD_ARGS, workerdBinary } from './bare-workerd.mjs';
-import { closedLoop, comm, cpuSeconds, interleaved, listeningPorts, peakRssMiB, pin, post, processTree, roundAll, stopProcessGroup, streams } from './lib.mjs';
+import { closedLoop, comm, cpuSeconds, interleaved, interleavedMany, listeningPorts, peakRssMiB, pin, post, processTree, roundAll, stopProcessGroup, streams } from './lib.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -35,6 +35,10 @@ const { values: args } = parseArgs({
     // Profiling aid, no results written: keep c=64 load on each gateway for
     // this many seconds (its pids are printed first, for `perf record -p`).
     hold: { type: 'string', default: '0' },
+    // c=1 with every gateway up at once, in the same rounds (after the
+    // one-at-a-time runs; alone with --side-by-side-only).
+    'side-by-side': { type: 'boolean', default: true },
+    'side-by-side-only': { type: 'boolean', default: false },
     'hold-c': { type: 'string', default: '64' },
     // A/B aid: c=1 interleaved and the c=64 point only (no streams, no profiles).
     brief: { type: 'boolean', default: false },
@@ -146,6 +150,47 @@ if (args.ab) {
 }
 
 const STARTERS = { tollgate: () => startTollgate('wrangler'), 'tollgate-workerd': () => startTollgate('workerd'), 'workerd-floor': startWorkerdFloor, portkey: startPortkey, litellm: startLitellm };
+
+/**
+ * c=1 side by side: the gateways of this run (bare-workerd tollgate first,
+ * not wrangler dev's) started together, all on the gateway core, each warmed
+ * up, then interleaved with direct calls in the same rounds
+ * (lib.mjs interleavedMany). Answers whether tollgate adds less than a peer
+ * at c=1 without the drift between one gateway's session and the next.
+ */
+async function sideBySide(names) {
+  const started = [];
+  const arms = {};
+  try {
+    for (const name of names) {
+      const g = await STARTERS[name]();
+      running.add(g);
+      started.push(g);
+      if (PINNED) pin(processTree(g.pid), '1');
+      const w = await closedLoop({ arm: g.arm, c: 8, seconds: Q ? 3 : 5, warmupSeconds: 0, check: checkOk });
+      log(`side by side: ${DISPLAY[name]} up, warm-up ${w.requests} requests at c=8`);
+      arms[name] = g.arm;
+    }
+    const rounds = Q ? 10 : 30;
+    const perRound = Q ? 20 : 40;
+    log(`side by side, c=1: ${rounds} rounds × ${perRound} requests per arm after 10 unmeasured ones, order rotating (${['direct', ...names].join(', ')})`);
+    const r = await interleavedMany({ direct, arms, rounds, perRound, warmup: 20, blockWarmup: 10, check: checkOk });
+    for (const [name, a] of Object.entries(r.arms)) log(`  ${DISPLAY[name]}: added median ${a.added_median_ms.toFixed(3)} ms [IQR ${a.added_median_iqr_ms.map((x) => x.toFixed(3)).join('–')}], added p99 ${a.added_p99_ms.toFixed(3)} ms`);
+    for (const [pair, p] of Object.entries(r.pairs)) log(`  ${pair}: median ${p.median_ms.toFixed(3)} ms per round, first lower in ${p.first_lower_in} of ${p.rounds}`);
+    return r;
+  } finally {
+    for (const g of started) {
+      await g.stop();
+      running.delete(g);
+    }
+  }
+}
+const SIDE_BY_SIDE = ['tollgate-workerd', 'portkey', 'workerd-floor', 'litellm'].filter((n) => ONLY.includes(n));
+if (args['side-by-side-only']) {
+  results.side_by_side_c1 = await sideBySide(SIDE_BY_SIDE);
+  await mock.stop();
+  process.exit(0);
+}
 for (const name of ONLY) if (!STARTERS[name]) throw new Error(`unknown gateway ${name} (known: ${Object.keys(STARTERS).join(', ')})`);
 for (const name of ONLY) {
   log(`\n=== ${DISPLAY[name]} ===`);
@@ -163,6 +208,19 @@ for (const name of ONLY) {
     if (g) {
       await g.stop();
       running.delete(g);
+    }
+  }
+}
+if (args['side-by-side'] && !args.brief && !(Number(args.hold) > 0)) {
+  // Only the gateways that ran on their own without failing.
+  const ok = SIDE_BY_SIDE.filter((n) => results.gateways[n] && !results.gateways[n].error);
+  if (ok.length >= 2) {
+    log('\n=== side by side, c=1 ===');
+    try {
+      results.side_by_side_c1 = await sideBySide(ok);
+    } catch (e) {
+      console.error(`side by side: ${e.stack ?? e.message}`);
+      results.side_by_side_c1 = { error: e.message };
     }
   }
 }
@@ -811,6 +869,23 @@ function markdown(r) {
     const streamCells = s.gateway.ok === 0 ? [`every stream failed (HTTP ${s.gateway.failed_status.join(', ')})`, '–', '–'] : [f(s.added_ttft_median_ms, 3), f(s.added_gap_p99_ms, 3), `${s.gateway.batched_frames} of ${Math.round(s.gateway.content_frames_per_stream * s.gateway.ok)}`];
     const rss = g.resources.peak_rss_mib_runtime ?? g.resources.peak_rss_mib_total;
     lines.push(`| ${display(name)} | ${f(g.c1.added_median_ms, 3)} | ${f(g.c1.added_p99_ms, 3)} | ${f(at(16).rps_ratio * 100, 1)} % (${f(at(16).gateway.rps, 0)}) | ${f(at(64).rps_ratio * 100, 1)} % (${f(at(64).gateway.rps, 0)}) | ${f(at(64).added_p99_ms)} | ${f(at(64).gateway_cpu_ms_per_request, 3)} | ${streamCells.join(' | ')} | ${f(rss, 0)} |`);
+  }
+  const sbs = r.side_by_side_c1;
+  if (sbs?.error) {
+    lines.push('');
+    lines.push(`c=1 side by side: failed: ${cell(sbs.error)}`);
+  } else if (sbs) {
+    lines.push('');
+    lines.push(`c=1 side by side: these gateways running at once (all on the gateway core), ${sbs.rounds} rounds × ${sbs.per_round} requests per arm (each block after ${sbs.block_warmup} unmeasured requests: the arm before left the core's caches cold) with direct calls, the order rotating each round, so drift reaches every arm alike. Added latency = median over rounds of (gateway median − direct median) [IQR]; p99 pooled.`);
+    lines.push('');
+    lines.push('| gateway | added median (ms) | IQR (ms) | added p99 (ms) |');
+    lines.push('|---|---|---|---|');
+    for (const [name, a] of Object.entries(sbs.arms)) lines.push(`| ${display(name)} | ${f(a.added_median_ms, 3)} | ${f(a.added_median_iqr_ms[0], 3)}–${f(a.added_median_iqr_ms[1], 3)} | ${f(a.added_p99_ms, 3)} |`);
+    lines.push('');
+    for (const [pair, p] of Object.entries(sbs.pairs)) {
+      const [a, b] = pair.split(' − ');
+      lines.push(`- ${display(a)} − ${display(b)}: median ${f(p.median_ms, 3)} ms per round; ${display(a)} lower in ${p.first_lower_in} of ${p.rounds} rounds.`);
+    }
   }
   // tollgate's profiles, one column group per runtime that ran.
   const arms = ['tollgate', 'tollgate-workerd'].filter((n) => r.gateways[n] && !r.gateways[n].error && r.gateways[n].profiles);
