@@ -1007,7 +1007,7 @@ fn cache_hit(
         _ => bytes,
     };
     let resp = Response::from_bytes(bytes).ok()?;
-    let resp = with_timing(resp, content_headers(content_type), started, None);
+    let resp = with_timing(resp, content_type, started, None);
     let h = resp.headers();
     set_header(h, REQUEST_ID_HEADER, &row.request_id);
     set_header(h, "x-tollgate-provider", &entry.provider);
@@ -1295,15 +1295,6 @@ fn with_route_headers(
     }
 }
 
-fn content_headers(content_type: &str) -> Headers {
-    let h = Headers::new();
-    set_header(&h, "content-type", content_type);
-    if content_type.starts_with("text/event-stream") {
-        set_header(&h, "cache-control", "no-cache");
-    }
-    h
-}
-
 /// The built-in demo provider's answer.
 async fn demo_answer(
     endpoint: Endpoint,
@@ -1345,7 +1336,7 @@ async fn demo_answer(
         .map(|_| bytes.clone());
     let bytes = client_body(row, bytes, &value, None);
     let resp = Response::from_bytes(bytes).map_err(|_| GatewayError::Internal)?;
-    let resp = with_timing(resp, content_headers("application/json"), started, None);
+    let resp = with_timing(resp, "application/json", started, None);
     Ok((Answer::Complete(resp, copy), 200))
 }
 
@@ -1578,12 +1569,7 @@ async fn http_attempt(
     let out =
         Response::from_bytes(body).map_err(|_| (Failure::BadResponse, GatewayError::Internal))?;
     let upstream_ms = now_ms().saturating_sub(attempt_started);
-    let resp = with_timing(
-        out,
-        content_headers("application/json"),
-        started,
-        Some(upstream_ms),
-    );
+    let resp = with_timing(out, "application/json", started, Some(upstream_ms));
     Ok((Answer::Complete(resp, copy), status))
 }
 
@@ -1674,12 +1660,7 @@ async fn binding_attempt(
     let out =
         Response::from_bytes(body).map_err(|_| (Failure::BadResponse, GatewayError::Internal))?;
     let upstream_ms = now_ms().saturating_sub(attempt_started);
-    let resp = with_timing(
-        out,
-        content_headers("application/json"),
-        started,
-        Some(upstream_ms),
-    );
+    let resp = with_timing(out, "application/json", started, Some(upstream_ms));
     Ok((Answer::Complete(resp, copy), 200))
 }
 
@@ -1775,24 +1756,32 @@ fn stream_answer(
 ) -> Result<Answer, GatewayError> {
     let (stream, report) = ObservedStream::new(first, started, idle_ms, abort, encoder);
     let resp = Response::from_stream(stream).map_err(|_| GatewayError::Internal)?;
-    let resp = with_timing(resp, content_headers("text/event-stream"), started, None);
+    let resp = with_timing(resp, "text/event-stream", started, None);
     Ok(Answer::Streaming(resp, report))
 }
 
 /// Adds `Server-Timing` (gateway time to headers, and upstream time when known).
+/// Sets the answer's content headers and `Server-Timing` on the headers the
+/// response already has (workers-rs gives every new response a `Headers`;
+/// replacing it made one more runtime object per request).
 fn with_timing(
     resp: Response,
-    headers: Headers,
+    content_type: &str,
     started: u64,
     upstream_ms: Option<u64>,
 ) -> Response {
+    let h = resp.headers();
+    set_header(h, "content-type", content_type);
+    if content_type.starts_with("text/event-stream") {
+        set_header(h, "cache-control", "no-cache");
+    }
     let total = now_ms().saturating_sub(started);
     let timing = match upstream_ms {
         Some(u) => format!("gateway;dur={}, upstream;dur={u}", total.saturating_sub(u)),
         None => format!("gateway;dur={total}"),
     };
-    set_header(&headers, "server-timing", &timing);
-    resp.with_headers(headers)
+    set_header(h, "server-timing", &timing);
+    resp
 }
 
 // ------------------------------------------------------------ semantic cache
