@@ -27,6 +27,7 @@ import { buildBinaryConfig, captureEnv, productionBundle, spawnWorkerd, startLoo
 import { closedLoop, comm, cpuSeconds, interleaved, interleavedMany, listeningPorts, peakRssMiB, pin, post, processTree, roundAll, stopProcessGroup, streams } from './lib.mjs';
 
 const { values: args } = parseArgs({
+  allowNegative: true,
   options: {
     quick: { type: 'boolean', default: false },
     only: { type: 'string', default: 'tollgate,tollgate-workerd,workerd-floor,portkey,litellm' },
@@ -36,7 +37,8 @@ const { values: args } = parseArgs({
     // this many seconds (its pids are printed first, for `perf record -p`).
     hold: { type: 'string', default: '0' },
     // c=1 with every gateway up at once, in the same rounds (after the
-    // one-at-a-time runs; alone with --side-by-side-only).
+    // one-at-a-time runs; off with --no-side-by-side, alone with
+    // --side-by-side-only).
     'side-by-side': { type: 'boolean', default: true },
     'side-by-side-only': { type: 'boolean', default: false },
     'hold-c': { type: 'string', default: '64' },

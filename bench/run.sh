@@ -1,8 +1,9 @@
 #!/bin/sh
 # `make bench`: install the peers (bench/setup.sh), build the Worker, then run
-# tollgate (under wrangler dev, then under bare workerd), Portkey and LiteLLM
-# one at a time against the bench mock (bench/peers.mjs). Extra arguments go
-# to peers.mjs, e.g. BENCH_ARGS=--quick.
+# tollgate (under wrangler dev, then under bare workerd), the workerd floor,
+# Portkey and LiteLLM one at a time against the bench mock, then side by side
+# at c=1 (bench/peers.mjs). Extra arguments go to peers.mjs, e.g.
+# BENCH_ARGS=--quick.
 set -eu
 cd "$(dirname "$0")/.."
 sh bench/setup.sh
