@@ -1520,8 +1520,8 @@ async fn http_attempt(
             source,
             observer,
             &call.provider,
-            t.ttfb_ms
-                .saturating_sub(now_ms().saturating_sub(attempt_started)),
+            &mut timer,
+            ttfb_deadline,
             controller,
         )
         .await?;
@@ -1630,12 +1630,15 @@ async fn binding_attempt(
             Some(max) => pipeline.with_accumulator(max),
             None => pipeline,
         };
+        let ttfb_deadline = attempt_started.saturating_add(t.ttfb_ms);
+        let now = now_ms();
+        let mut timer = AttemptTimer::new(now, ttfb_deadline.saturating_sub(now).max(1));
         let (first, controller) = first_output_within(
             source,
             pipeline,
             &call.provider,
-            t.ttfb_ms
-                .saturating_sub(now_ms().saturating_sub(attempt_started)),
+            &mut timer,
+            ttfb_deadline,
             controller,
         )
         .await?;
@@ -1712,21 +1715,23 @@ fn stream_encoder(row: &RequestRow, pass_through: bool) -> Option<StreamEncoder>
     }
 }
 
-/// A stream's first output for the client within what is left of the TTFB
-/// limit (with the controller back, for the rest of the stream); on a
-/// timeout or a failure the upstream call is aborted.
+/// A stream's first output for the client by the TTFB deadline, on the
+/// attempt's timer (with the controller back, for the rest of the stream); on
+/// a timeout or a failure the upstream call is aborted.
 async fn first_output_within(
     source: ByteSource,
     pipeline: StreamPipeline,
     provider: &str,
-    remaining_ms: u64,
+    timer: &mut AttemptTimer,
+    deadline_ms: u64,
     controller: AbortController,
 ) -> Result<(upstream::FirstOutput, AbortController), (Failure, GatewayError)> {
-    match within(
-        remaining_ms.max(1),
-        upstream::first_output(source, pipeline, provider),
-    )
-    .await
+    match timer
+        .within(
+            deadline_ms,
+            upstream::first_output(source, pipeline, provider),
+        )
+        .await
     {
         None => {
             controller.abort();
