@@ -159,36 +159,16 @@ export function roundAll(v) {
  * answer (the run aborts rather than measuring errors).
  */
 export async function interleaved({ direct, gateway, rounds, perRound, warmup, check }) {
-  const arms = { direct, gateway };
-  for (const a of Object.values(arms)) for (let i = 0; i < warmup; i++) check(a, await post(a.url, a.headers, a.body()));
-  const samples = { direct: [], gateway: [] };
-  const perRoundAdded = [];
-  for (let r = 0; r < rounds; r++) {
-    const order = r % 2 === 0 ? ['direct', 'gateway'] : ['gateway', 'direct'];
-    const med = {};
-    for (const name of order) {
-      const a = arms[name];
-      const block = [];
-      for (let i = 0; i < perRound; i++) {
-        const res = await post(a.url, a.headers, a.body());
-        check(a, res);
-        block.push(res.ms);
-      }
-      samples[name].push(...block);
-      med[name] = quantile(sorted(block), 0.5);
-    }
-    perRoundAdded.push(med.gateway - med.direct);
-  }
-  const d = summarize(samples.direct);
-  const g = summarize(samples.gateway);
-  const pr = sorted(perRoundAdded);
+  // One arm: rotating [direct, gateway] is alternating them, round by round.
+  const r = await interleavedMany({ direct, arms: { gateway }, rounds, perRound, warmup, check });
+  const g = r.arms.gateway;
   return {
-    direct: d,
-    gateway: g,
-    added_median_ms: quantile(pr, 0.5),
-    added_median_iqr_ms: [quantile(pr, 0.25), quantile(pr, 0.75)],
-    added_p99_ms: g.p99 - d.p99,
-    ratio_median: g.p50 / d.p50,
+    direct: r.direct,
+    gateway: g.gateway,
+    added_median_ms: g.added_median_ms,
+    added_median_iqr_ms: g.added_median_iqr_ms,
+    added_p99_ms: g.added_p99_ms,
+    ratio_median: g.gateway.p50 / r.direct.p50,
   };
 }
 
