@@ -69,6 +69,8 @@ export function postStream(url, headers, body, timeoutMs = 60_000) {
     req.on('timeout', () => req.destroy(new Error(`timeout after ${timeoutMs} ms`)));
     req.on('error', reject);
     req.on('response', (res) => {
+      // Response headers: the request path, before any chunk is forwarded.
+      const headersMs = Number(process.hrtime.bigint() - t0) / 1e6;
       let buf = '';
       let last = null;
       let ttft = null;
@@ -113,7 +115,7 @@ export function postStream(url, headers, body, timeoutMs = 60_000) {
         }
       });
       res.on('error', reject);
-      res.on('end', () => resolve({ status: res.statusCode, ttft, gaps, frames, batched, done, errors, ms: Number(process.hrtime.bigint() - t0) / 1e6 }));
+      res.on('end', () => resolve({ status: res.statusCode, headers_ms: headersMs, ttft, gaps, frames, batched, done, errors, ms: Number(process.hrtime.bigint() - t0) / 1e6 }));
     });
     req.end(body);
   });
@@ -157,36 +159,16 @@ export function roundAll(v) {
  * answer (the run aborts rather than measuring errors).
  */
 export async function interleaved({ direct, gateway, rounds, perRound, warmup, check }) {
-  const arms = { direct, gateway };
-  for (const a of Object.values(arms)) for (let i = 0; i < warmup; i++) check(a, await post(a.url, a.headers, a.body()));
-  const samples = { direct: [], gateway: [] };
-  const perRoundAdded = [];
-  for (let r = 0; r < rounds; r++) {
-    const order = r % 2 === 0 ? ['direct', 'gateway'] : ['gateway', 'direct'];
-    const med = {};
-    for (const name of order) {
-      const a = arms[name];
-      const block = [];
-      for (let i = 0; i < perRound; i++) {
-        const res = await post(a.url, a.headers, a.body());
-        check(a, res);
-        block.push(res.ms);
-      }
-      samples[name].push(...block);
-      med[name] = quantile(sorted(block), 0.5);
-    }
-    perRoundAdded.push(med.gateway - med.direct);
-  }
-  const d = summarize(samples.direct);
-  const g = summarize(samples.gateway);
-  const pr = sorted(perRoundAdded);
+  // One arm: rotating [direct, gateway] is alternating them, round by round.
+  const r = await interleavedMany({ direct, arms: { gateway }, rounds, perRound, warmup, check });
+  const g = r.arms.gateway;
   return {
-    direct: d,
-    gateway: g,
-    added_median_ms: quantile(pr, 0.5),
-    added_median_iqr_ms: [quantile(pr, 0.25), quantile(pr, 0.75)],
-    added_p99_ms: g.p99 - d.p99,
-    ratio_median: g.p50 / d.p50,
+    direct: r.direct,
+    gateway: g.gateway,
+    added_median_ms: g.added_median_ms,
+    added_median_iqr_ms: g.added_median_iqr_ms,
+    added_p99_ms: g.added_p99_ms,
+    ratio_median: g.gateway.p50 / r.direct.p50,
   };
 }
 
@@ -303,6 +285,7 @@ export async function streams({ direct, gateway, n, warmup }) {
       content_frames_per_stream: ok.length ? ok.reduce((a, r) => a + r.frames, 0) / ok.length : 0,
       batched_frames: ok.reduce((a, r) => a + r.batched, 0),
       ttft: summarize(ok.map((r) => r.ttft)),
+      headers: summarize(ok.map((r) => r.headers_ms)),
       gap: summarize(ok.flatMap((r) => r.gaps)),
     };
   };
@@ -312,6 +295,10 @@ export async function streams({ direct, gateway, n, warmup }) {
     direct: d,
     gateway: g,
     added_ttft_median_ms: g.ttft.p50 - d.ttft.p50,
+    // TTFT split: what the request path adds before response headers, and
+    // what forwarding the first content chunk adds after them.
+    added_headers_median_ms: g.headers.p50 - d.headers.p50,
+    added_first_chunk_after_headers_median_ms: g.ttft.p50 - g.headers.p50 - (d.ttft.p50 - d.headers.p50),
     added_ttft_p99_ms: g.ttft.p99 - d.ttft.p99,
     added_gap_p50_ms: g.gap.p50 - d.gap.p50,
     added_gap_p99_ms: g.gap.p99 - d.gap.p99,

@@ -303,7 +303,7 @@ async function measure(name, g) {
   r.streams = await streams({ direct, gateway: g.arm, n: P.streams, warmup: 2 });
   const s = r.streams;
   if (s.gateway.ok === 0) log(`  every stream failed (status ${s.gateway.failed_status.join(', ')})`);
-  else log(`  added TTFT median ${s.added_ttft_median_ms.toFixed(3)} ms, added gap p99 ${s.added_gap_p99_ms.toFixed(3)} ms, batched frames ${s.gateway.batched_frames}`);
+  else log(`  added TTFT median ${s.added_ttft_median_ms.toFixed(3)} ms (response headers ${s.added_headers_median_ms.toFixed(3)}, then first chunk ${s.added_first_chunk_after_headers_median_ms.toFixed(3)}), added gap p99 ${s.added_gap_p99_ms.toFixed(3)} ms, batched frames ${s.gateway.batched_frames}`);
 
   if (g.profiles) r.profiles = await g.profiles();
   if (g.after) Object.assign(r.runtime, g.after());

@@ -44,13 +44,7 @@ pub fn new_request_id() -> String {
 /// `Content-Length` first and again while streaming, since the header can lie).
 pub async fn read_body_limited(req: &mut Request, limit: u64) -> Result<Vec<u8>, GatewayError> {
     let too_large = GatewayError::PayloadTooLarge { limit_bytes: limit };
-    let declared = req
-        .headers()
-        .get("content-length")
-        .ok()
-        .flatten()
-        .and_then(|len| len.trim().parse::<u64>().ok());
-    if let Some(len) = declared {
+    if let Some(len) = declared_length(req.headers()) {
         if len > limit {
             return Err(too_large);
         }
@@ -100,25 +94,36 @@ impl Incoming {
     /// `Content-Length` is declared (HTTP framing holds the body to it),
     /// else [`read_body_limited`]'s counted stream.
     pub async fn read_body_limited(&self, limit: u64) -> Result<Vec<u8>, GatewayError> {
-        let declared = self
-            .headers
-            .get("content-length")
-            .ok()
-            .flatten()
-            .and_then(|len| len.trim().parse::<u64>().ok());
-        let Some(len) = declared else {
+        let Some(len) = declared_length(&self.headers) else {
             let mut req = Request::from(Clone::clone(&self.raw));
             return read_body_limited(&mut req, limit).await;
         };
         if len > limit {
             return Err(GatewayError::PayloadTooLarge { limit_bytes: limit });
         }
-        let unreadable = |_| GatewayError::invalid("Could not read the request body.");
-        let buffer = JsFuture::from(self.raw.array_buffer().map_err(unreadable)?)
+        whole_body(self.raw.array_buffer())
             .await
-            .map_err(unreadable)?;
-        Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+            .map_err(|_| GatewayError::invalid("Could not read the request body."))
     }
+}
+
+/// `Content-Length`, when declared and a number.
+pub fn declared_length(headers: &Headers) -> Option<u64> {
+    headers
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|len| len.trim().parse::<u64>().ok())
+}
+
+/// A body read whole by the runtime (the promise of `arrayBuffer()`): one
+/// promise and one copy into wasm, where a stream reader takes a promise, a
+/// lock and a copy per chunk.
+pub async fn whole_body(
+    array_buffer: Result<js_sys::Promise, wasm_bindgen::JsValue>,
+) -> Result<Vec<u8>, wasm_bindgen::JsValue> {
+    let buffer = JsFuture::from(array_buffer?).await?;
+    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
 }
 
 /// A JSON response with the given status.

@@ -93,8 +93,8 @@ mod entry {
         let started = crate::http::now_ms();
         let method = req.method();
         let url = req.url();
-        let path = crate::router::path_of_url(&url).to_owned();
-        let r = route(&method, &path);
+        let path = crate::router::path_of_url(&url);
+        let r = route(&method, path);
         // An invalid config still logs its failures.
         let logs = handlers::config(&env)
             .map(|c| c.logging.requests)
@@ -121,7 +121,7 @@ mod entry {
                 error_response(&e, None)
             }
         });
-        Ok(crate::obs::finish(resp, started, &method, &path, logs))
+        Ok(crate::obs::finish(resp, started, &method, path, logs))
     }
 
     /// Every route but the proxy's.

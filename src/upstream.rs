@@ -16,7 +16,7 @@ use worker::wasm_bindgen_futures::JsFuture;
 use worker::{console_error, web_sys, AbortController, AbortSignal, Delay, Headers, Response};
 
 use crate::error::GatewayError;
-use crate::http::{now_ms, set_header};
+use crate::http::{declared_length, now_ms, set_header, whole_body};
 use crate::messages::StreamEncoder;
 use crate::providers::HttpCall;
 use crate::providers::StreamPipeline;
@@ -122,28 +122,21 @@ impl Upstream {
                 provider: provider.to_owned(),
             }
         };
-        let h = &self.headers;
-        let encoded = h
+        let encoded = self
+            .headers
             .get("content-encoding")
             .ok()
             .flatten()
             .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
-        let declared = h
-            .get("content-length")
-            .ok()
-            .flatten()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|_| !encoded);
+        let declared = declared_length(&self.headers).filter(|_| !encoded);
         if let Some(len) = declared {
             if len > limit {
                 console_error!("provider {provider} declared a body of {len} bytes, over {limit}");
                 return Err(invalid());
             }
-            let buffer = match self.raw.array_buffer() {
-                Ok(p) => JsFuture::from(p).await.map_err(|e| unreachable(&e))?,
-                Err(e) => return Err(unreachable(&e)),
-            };
-            return Ok(js_sys::Uint8Array::new(&buffer).to_vec());
+            return whole_body(self.raw.array_buffer())
+                .await
+                .map_err(|e| unreachable(&e));
         }
         if self.raw.body().is_none() {
             return Ok(Vec::new());

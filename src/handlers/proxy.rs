@@ -1369,16 +1369,13 @@ struct AttemptTimer {
 }
 
 impl AttemptTimer {
-    fn new(now_ms: u64, ms: u64) -> Self {
+    /// A timer that fires at `until_ms` (epoch ms; at least 1 ms from now).
+    fn until(now_ms: u64, until_ms: u64) -> Self {
+        let ms = until_ms.saturating_sub(now_ms).max(1);
         Self {
             timer: Box::pin(Delay::from(Duration::from_millis(ms))),
             fires_at_ms: now_ms.saturating_add(ms),
         }
-    }
-
-    fn arm(&mut self, now_ms: u64, until_ms: u64) {
-        let ms = until_ms.saturating_sub(now_ms).max(1);
-        *self = Self::new(now_ms, ms);
     }
 
     /// Races `fut` against the deadline `until_ms` (epoch ms); `None` when the
@@ -1391,7 +1388,7 @@ impl AttemptTimer {
         if until_ms < self.fires_at_ms {
             // An earlier deadline than the one armed (a total limit below the
             // first-byte one): only then a second timer.
-            self.arm(now_ms(), until_ms);
+            *self = Self::until(now_ms(), until_ms);
         }
         futures::pin_mut!(fut);
         loop {
@@ -1402,7 +1399,7 @@ impl AttemptTimer {
                     if now >= until_ms {
                         return None;
                     }
-                    self.arm(now, until_ms);
+                    *self = Self::until(now, until_ms);
                 }
             }
         }
@@ -1442,8 +1439,8 @@ async fn http_attempt(
         kind: kind.as_str(),
     };
     circuits::capacity_sent(&call.provider, &call.model, attempt_started);
-    let mut timer = AttemptTimer::new(attempt_started, t.ttfb_ms);
     let ttfb_deadline = attempt_started.saturating_add(t.ttfb_ms);
+    let mut timer = AttemptTimer::until(attempt_started, ttfb_deadline);
     let Some(sent) = timer
         .within(ttfb_deadline, upstream::send(&call, &signal))
         .await
@@ -1631,8 +1628,7 @@ async fn binding_attempt(
             None => pipeline,
         };
         let ttfb_deadline = attempt_started.saturating_add(t.ttfb_ms);
-        let now = now_ms();
-        let mut timer = AttemptTimer::new(now, ttfb_deadline.saturating_sub(now).max(1));
+        let mut timer = AttemptTimer::until(now_ms(), ttfb_deadline);
         let (first, controller) = first_output_within(
             source,
             pipeline,
