@@ -26,6 +26,8 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 
+import { parse as parseToml } from 'smol-toml';
+
 import { ROOT } from '../tests/e2e/harness.mjs';
 import { stopProcessGroup } from './lib.mjs';
 
@@ -156,12 +158,25 @@ export function useProductionBundle(worker, bundle) {
   return `index.js: wrangler dev bundle (${devBytes} B, with dev middleware) → wrangler deploy --dry-run bundle (${bundle.length} B)`;
 }
 
-/** The script `wrangler deploy --dry-run` bundles from `main` (the Worker's build/index.js by default). */
+/**
+ * The script `wrangler deploy --dry-run` bundles from `main` (the Worker's
+ * build/index.js by default). Under a copy of wrangler.toml without its
+ * `[build]` command, as the e2e harness runs `wrangler dev`: the build given
+ * is bundled as it is, not rebuilt from the working tree (an A/B run compares
+ * a copied build with the current one).
+ */
 export function productionBundle(main = path.join(ROOT, 'build', 'index.js')) {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-deploy-'));
   try {
-    execFileSync(path.join(ROOT, 'node_modules', '.bin', 'wrangler'), ['deploy', main, '--config', path.join(ROOT, 'wrangler.toml'), '--dry-run', '--outdir', out], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    return fs.readFileSync(path.join(out, 'index.js'), 'utf8');
+    const toml = parseToml(fs.readFileSync(path.join(ROOT, 'wrangler.toml'), 'utf8'));
+    delete toml.build;
+    delete toml.env;
+    for (const db of toml.d1_databases ?? []) db.migrations_dir = path.join(ROOT, db.migrations_dir);
+    if (toml.assets) toml.assets.directory = path.join(ROOT, toml.assets.directory);
+    const config = path.join(out, 'wrangler.json');
+    fs.writeFileSync(config, JSON.stringify({ ...toml, main }));
+    execFileSync(path.join(ROOT, 'node_modules', '.bin', 'wrangler'), ['deploy', '--config', config, '--dry-run', '--outdir', path.join(out, 'bundle')], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    return fs.readFileSync(path.join(out, 'bundle', 'index.js'), 'utf8');
   } finally {
     fs.rmSync(out, { recursive: true, force: true });
   }

@@ -71,6 +71,11 @@ export function postStream(url, headers, body, timeoutMs = 60_000) {
     req.on('response', (res) => {
       // Response headers: the request path, before any chunk is forwarded.
       const headersMs = Number(process.hrtime.bigint() - t0) / 1e6;
+      // From the mock's stamps (bench/mock-upstream.mjs), when the frames
+      // carry them through the gateway: request start → request at the mock,
+      // and the first content chunk's mock write → its arrival here.
+      let upstreamArrivalMs = null;
+      let firstChunkTransitMs = null;
       let buf = '';
       let last = null;
       let ttft = null;
@@ -81,7 +86,8 @@ export function postStream(url, headers, body, timeoutMs = 60_000) {
       const errors = [];
       res.setEncoding('utf8');
       res.on('data', (text) => {
-        const now = Number(process.hrtime.bigint() - t0) / 1e6;
+        const nowNs = process.hrtime.bigint();
+        const now = Number(nowNs - t0) / 1e6;
         buf += text;
         let inThisRead = 0;
         let i;
@@ -104,9 +110,11 @@ export function postStream(url, headers, body, timeoutMs = 60_000) {
             continue;
           }
           if (ev.error) errors.push(ev.error);
+          if (upstreamArrivalMs === null && typeof ev.x_mock_arrived_ns === 'string') upstreamArrivalMs = Number(BigInt(ev.x_mock_arrived_ns) - t0) / 1e6;
           const content = ev.choices?.[0]?.delta?.content;
           if (typeof content !== 'string' || content === '') continue;
           frames++;
+          if (ttft === null && typeof ev.x_mock_sent_ns === 'string') firstChunkTransitMs = Number(nowNs - BigInt(ev.x_mock_sent_ns)) / 1e6;
           if (ttft === null) ttft = now;
           else gaps.push(now - last);
           if (inThisRead > 0) batched++;
@@ -115,7 +123,7 @@ export function postStream(url, headers, body, timeoutMs = 60_000) {
         }
       });
       res.on('error', reject);
-      res.on('end', () => resolve({ status: res.statusCode, headers_ms: headersMs, ttft, gaps, frames, batched, done, errors, ms: Number(process.hrtime.bigint() - t0) / 1e6 }));
+      res.on('end', () => resolve({ status: res.statusCode, headers_ms: headersMs, upstream_arrival_ms: upstreamArrivalMs, first_chunk_transit_ms: firstChunkTransitMs, ttft, gaps, frames, batched, done, errors, ms: Number(process.hrtime.bigint() - t0) / 1e6 }));
     });
     req.end(body);
   });
@@ -286,6 +294,9 @@ export async function streams({ direct, gateway, n, warmup }) {
       batched_frames: ok.reduce((a, r) => a + r.batched, 0),
       ttft: summarize(ok.map((r) => r.ttft)),
       headers: summarize(ok.map((r) => r.headers_ms)),
+      // Present when every stream carried the mock's stamps through.
+      upstream_arrival: ok.length && ok.every((r) => r.upstream_arrival_ms !== null) ? summarize(ok.map((r) => r.upstream_arrival_ms)) : null,
+      first_chunk_transit: ok.length && ok.every((r) => r.first_chunk_transit_ms !== null) ? summarize(ok.map((r) => r.first_chunk_transit_ms)) : null,
       gap: summarize(ok.flatMap((r) => r.gaps)),
     };
   };
@@ -299,6 +310,10 @@ export async function streams({ direct, gateway, n, warmup }) {
     // what forwarding the first content chunk adds after them.
     added_headers_median_ms: g.headers.p50 - d.headers.p50,
     added_first_chunk_after_headers_median_ms: g.ttft.p50 - g.headers.p50 - (d.ttft.p50 - d.headers.p50),
+    // TTFT split by the mock's clock: what the gateway adds on the request's
+    // way to the upstream, and on the first content chunk's way back.
+    added_request_path_median_ms: g.upstream_arrival && d.upstream_arrival ? g.upstream_arrival.p50 - d.upstream_arrival.p50 : null,
+    added_chunk_path_median_ms: g.first_chunk_transit && d.first_chunk_transit ? g.first_chunk_transit.p50 - d.first_chunk_transit.p50 : null,
     added_ttft_p99_ms: g.ttft.p99 - d.ttft.p99,
     added_gap_p50_ms: g.gap.p50 - d.gap.p50,
     added_gap_p99_ms: g.gap.p99 - d.gap.p99,

@@ -10,7 +10,10 @@
 //   POST /v1/chat/completions   stream false: a fixed ~300 B `chat.completion` with usage, after
 //                               --latency-ms. stream true: SSE — a role chunk, --chunks content
 //                               deltas every --chunk-ms, a finish chunk, a usage chunk when
-//                               `stream_options.include_usage`, then `data: [DONE]`.
+//                               `stream_options.include_usage`, then `data: [DONE]`. The role
+//                               chunk carries `x_mock_arrived_ns` (when the request reached
+//                               the mock), each delta `x_mock_sent_ns` (when it was written):
+//                               CLOCK_MONOTONIC ns, for the client's TTFT split.
 //   GET  /health                200
 //   GET  /stats                 {"chat": N, "stream": N} requests served so far
 //
@@ -69,7 +72,18 @@ const USAGE = chunk(null, null, { prompt_tokens: 24, completion_tokens: CHUNKS, 
 const stats = { chat: 0, stream: 0 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function chat(req, res, body) {
+/**
+ * A frame with one more field: a CLOCK_MONOTONIC time in ns
+ * (`process.hrtime.bigint()`, the same clock in every process on the
+ * machine), so the client can split a stream's time to first token into
+ * the request's way here and the chunk's way back (bench/lib.mjs postStream).
+ */
+function stamped(frame, field, ns) {
+  const end = frame.lastIndexOf('}');
+  return `${frame.slice(0, end)},"${field}":"${ns}"${frame.slice(end)}`;
+}
+
+async function chat(req, res, body, arrivedNs) {
   let parsed;
   try {
     parsed = JSON.parse(body);
@@ -87,11 +101,11 @@ async function chat(req, res, body) {
   }
   stats.stream++;
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-  res.write(ROLE);
+  res.write(stamped(ROLE, 'x_mock_arrived_ns', arrivedNs));
   for (const d of DELTAS) {
     await sleep(CHUNK_MS);
     if (res.destroyed) return;
-    res.write(d);
+    res.write(stamped(d, 'x_mock_sent_ns', process.hrtime.bigint()));
   }
   res.write(FINISH);
   if (parsed.stream_options?.include_usage === true) res.write(USAGE);
@@ -104,6 +118,7 @@ const server = http.createServer({ noDelay: true, keepAliveTimeout: 120_000 }, (
     res.writeHead(200, { 'content-type': 'application/json' });
     return res.end(JSON.stringify(stats));
   }
+  const arrivedNs = process.hrtime.bigint();
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
@@ -111,7 +126,7 @@ const server = http.createServer({ noDelay: true, keepAliveTimeout: 120_000 }, (
       res.writeHead(401, { 'content-type': 'application/json' });
       return res.end('{"error":{"message":"mock: wrong or missing key","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}');
     }
-    if (req.method === 'POST' && req.url.endsWith('/chat/completions')) return void chat(req, res, Buffer.concat(chunks).toString('utf8'));
+    if (req.method === 'POST' && req.url.endsWith('/chat/completions')) return void chat(req, res, Buffer.concat(chunks).toString('utf8'), arrivedNs);
     res.writeHead(404, { 'content-type': 'application/json' });
     res.end('{"error":{"message":"mock: no such route","type":"invalid_request_error","param":null,"code":null}}');
   });

@@ -6,7 +6,9 @@
 //   node bench/peers.mjs [--quick] [--only tollgate,tollgate-workerd,workerd-floor,portkey,litellm] [--label after]
 //   node bench/peers.mjs --only tollgate-workerd --hold 30   # c=64 load in 5 s slices, for perf record
 //   node bench/peers.mjs --only tollgate-workerd --quick --brief   # c=1 and c=64 only, no results written
-//   node bench/peers.mjs --ab /tmp/build-b [--rounds 8]   # A/B: build/ against another build, alternating, no results written
+//   node bench/peers.mjs --only tollgate-workerd --hold 30 --hold-streams --chunks 16   # streams one at a time, CPU per stream
+//   node bench/peers.mjs --ab /tmp/build-b [--rounds 8] [--chunks 16]   # A/B: build/ against another build, alternating, no results written
+//       (per round: c=64, c=1, and 16 short streams: TTFT split and CPU per stream)
 //
 // `tollgate` runs the built Worker under `wrangler dev`; `tollgate-workerd`
 // runs the same Worker under bare workerd (bench/bare-workerd.mjs), without
@@ -24,7 +26,7 @@ import { parseArgs } from 'node:util';
 
 import { freePort, ROOT, startStack } from '../tests/e2e/harness.mjs';
 import { buildBinaryConfig, captureEnv, productionBundle, spawnWorkerd, startLoopbackStub, WORKERD_ARGS, workerdBinary } from './bare-workerd.mjs';
-import { closedLoop, comm, cpuSeconds, interleaved, interleavedMany, listeningPorts, peakRssMiB, pin, post, processTree, roundAll, stopProcessGroup, streams } from './lib.mjs';
+import { closedLoop, comm, cpuSeconds, interleaved, interleavedMany, listeningPorts, peakRssMiB, pin, post, postStream, processTree, roundAll, stopProcessGroup, streams } from './lib.mjs';
 
 const { values: args } = parseArgs({
   allowNegative: true,
@@ -42,7 +44,11 @@ const { values: args } = parseArgs({
     'side-by-side': { type: 'boolean', default: true },
     'side-by-side-only': { type: 'boolean', default: false },
     'hold-c': { type: 'string', default: '64' },
-    // A/B aid: c=1 interleaved and the c=64 point only (no streams, no profiles).
+    // Hold streams instead, one at a time (their chunk path, for perf record).
+    'hold-streams': { type: 'boolean', default: false },
+    // Content chunks per mock stream (default 64; 4 in an A/B run).
+    chunks: { type: 'string', default: '' },
+    // c=1 interleaved and the c=64 point only (no streams, no profiles).
     brief: { type: 'boolean', default: false },
     // Seconds of c=8 load on each gateway before it is measured (JIT and
     // wasm tier-up done, pools warm): the steady state a deployed gateway runs in.
@@ -64,7 +70,9 @@ const P = {
   sweepWarmup: Q ? 1 : 2,
   streams: Q ? 6 : 20,
   chunkMs: 10,
-  chunks: 64,
+  // An A/B run times short streams (a few chunks), many of them, per round.
+  chunks: args.chunks !== '' ? Number(args.chunks) : args.ab ? 4 : 64,
+  abStreams: 16,
 };
 const ONLY = args.only.split(',').map((s) => s.trim());
 /** How each gateway is named in the outputs. */
@@ -259,10 +267,19 @@ async function measure(name, g) {
   if (Number(args.hold) > 0) {
     await closedLoop({ arm: g.arm, c: 64, seconds: 2, warmupSeconds: 0, check: checkOk });
     const holdC = Number(args['hold-c']);
-    log(`holding c=${holdC} for ${args.hold} s on pids ${pids().join(' ')}`);
+    log(`holding ${args['hold-streams'] ? `streams (${P.chunks} chunks each), one at a time,` : `c=${holdC}`} for ${args.hold} s on pids ${pids().join(' ')}`);
     // In 5 s slices, so a gateway that slows down as it runs shows it.
     for (let t = 0; t < Number(args.hold); t += 5) {
       const cpu0 = cpuSeconds(pids());
+      if (args['hold-streams']) {
+        let n = 0;
+        for (const end = Date.now() + 5000; Date.now() < end; n++) {
+          const r = await postStream(g.arm.url, g.arm.headers, g.arm.streamBody());
+          if (r.status !== 200) throw new Error(`stream answered ${r.status}`);
+        }
+        log(`  ${t}–${t + 5} s: ${n} streams, CPU ms/stream ${(((cpuSeconds(pids()) - cpu0) * 1000) / n).toFixed(3)}`);
+        continue;
+      }
       const x = await closedLoop({ arm: g.arm, c: holdC, seconds: 5, warmupSeconds: 0, check: checkOk });
       log(`  ${t}–${t + 5} s: ${x.rps.toFixed(0)} req/s, CPU ms/request ${(((cpuSeconds(pids()) - cpu0) * 1000) / x.requests).toFixed(3)}`);
     }
@@ -303,7 +320,10 @@ async function measure(name, g) {
   r.streams = await streams({ direct, gateway: g.arm, n: P.streams, warmup: 2 });
   const s = r.streams;
   if (s.gateway.ok === 0) log(`  every stream failed (status ${s.gateway.failed_status.join(', ')})`);
-  else log(`  added TTFT median ${s.added_ttft_median_ms.toFixed(3)} ms (response headers ${s.added_headers_median_ms.toFixed(3)}, then first chunk ${s.added_first_chunk_after_headers_median_ms.toFixed(3)}), added gap p99 ${s.added_gap_p99_ms.toFixed(3)} ms, batched frames ${s.gateway.batched_frames}`);
+  else {
+    const split = s.added_request_path_median_ms === null ? "the mock's stamps did not come through" : `request's way to the upstream ${s.added_request_path_median_ms.toFixed(3)}, first chunk's way back ${s.added_chunk_path_median_ms.toFixed(3)}`;
+    log(`  added TTFT median ${s.added_ttft_median_ms.toFixed(3)} ms (${split}; response headers ${s.added_headers_median_ms.toFixed(3)}, then first chunk ${s.added_first_chunk_after_headers_median_ms.toFixed(3)}), added gap p99 ${s.added_gap_p99_ms.toFixed(3)} ms, batched frames ${s.gateway.batched_frames}`);
+  }
 
   if (g.profiles) r.profiles = await g.profiles();
   if (g.after) Object.assign(r.runtime, g.after());
@@ -374,13 +394,17 @@ async function abRun(dirB) {
         const x = await closedLoop({ arm: g.arm, c: 64, seconds: 3, warmupSeconds: 0, check: checkOk });
         const cpu = ((cpuSeconds(pids) - cpu0) * 1000) / x.requests;
         const c1 = await interleaved({ direct, gateway: g.arm, rounds: 4, perRound: 25, warmup: 10, check: checkOk });
-        rows[name].push({ rps: x.rps, cpu, p99: x.p99, c1: c1.added_median_ms });
-        log(`round ${round + 1} ${name}: c=64 ${x.rps.toFixed(0)} req/s, ${cpu.toFixed(3)} CPU ms/request, p99 ${x.p99.toFixed(1)} ms; c=1 added median ${c1.added_median_ms.toFixed(3)} ms`);
+        const cpuStreams0 = cpuSeconds(pids);
+        const s = await streams({ direct, gateway: g.arm, n: P.abStreams, warmup: 0 });
+        const cpuStream = ((cpuSeconds(pids) - cpuStreams0) * 1000) / P.abStreams;
+        if (s.gateway.ok !== P.abStreams) throw new Error(`${name}: ${P.abStreams - s.gateway.ok} streams failed (HTTP ${s.gateway.failed_status.join(', ')})`);
+        rows[name].push({ rps: x.rps, cpu, p99: x.p99, c1: c1.added_median_ms, ttft: s.added_ttft_median_ms, ttftRequest: s.added_request_path_median_ms, ttftChunk: s.added_chunk_path_median_ms, cpuStream });
+        log(`round ${round + 1} ${name}: c=64 ${x.rps.toFixed(0)} req/s, ${cpu.toFixed(3)} CPU ms/request, p99 ${x.p99.toFixed(1)} ms; c=1 added median ${c1.added_median_ms.toFixed(3)} ms; added TTFT median ${s.added_ttft_median_ms.toFixed(3)} ms (request ${s.added_request_path_median_ms?.toFixed(3)}, chunk ${s.added_chunk_path_median_ms?.toFixed(3)}), ${cpuStream.toFixed(2)} CPU ms/stream`);
       }
     }
     const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     log('\nmedians over rounds (B − A per round, then its median):');
-    for (const [k, unit] of [['rps', 'req/s'], ['cpu', 'CPU ms/request'], ['p99', 'p99 ms at c=64'], ['c1', 'ms added at c=1']]) {
+    for (const [k, unit] of [['rps', 'req/s'], ['cpu', 'CPU ms/request'], ['p99', 'p99 ms at c=64'], ['c1', 'ms added at c=1'], ['ttft', 'ms added to TTFT'], ['ttftRequest', '… request\'s way'], ['ttftChunk', '… chunk\'s way'], ['cpuStream', `CPU ms/stream (${P.chunks} chunks)`]]) {
       const a = rows.A.map((r) => r[k]);
       const b = rows.B.map((r) => r[k]);
       const diff = b.map((v, i) => v - a[i]);

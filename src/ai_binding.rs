@@ -13,17 +13,16 @@ use std::cell::Cell;
 use js_sys::{Function, Object, Promise, Reflect, JSON};
 use wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{console_error, AbortSignal, ByteStream, Env};
+use worker::{console_error, AbortSignal, Env};
 
 use crate::providers::BindingCall;
-use crate::upstream::ByteSource;
 
 /// What `run()` resolved to.
 pub enum RunOutput {
     /// A JSON value (a whole answer), serialized.
     Json(Vec<u8>),
     /// A `ReadableStream` of SSE bytes (`stream: true`).
-    Stream(ByteSource),
+    Stream(worker::web_sys::ReadableStream),
 }
 
 thread_local! {
@@ -117,8 +116,7 @@ pub async fn run(env: &Env, bc: &BindingCall, signal: &AbortSignal) -> Result<Ru
         message
     })?;
     if let Some(stream) = value.dyn_ref::<worker::web_sys::ReadableStream>() {
-        let bytes = ByteStream::from(stream.clone());
-        return Ok(RunOutput::Stream(Box::pin(bytes)));
+        return Ok(RunOutput::Stream(stream.clone()));
     }
     let json = JSON::stringify(&value)
         .ok()

@@ -31,6 +31,7 @@ pub mod providers;
 pub mod quality;
 pub mod queue;
 pub mod redact;
+pub mod relay;
 pub mod request;
 pub mod router;
 pub mod routing;

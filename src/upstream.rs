@@ -7,20 +7,19 @@
 //! followed (a 3xx is an upstream error).
 
 use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll};
 
 use futures::channel::oneshot;
-use futures::{Future, Stream};
+use futures::Stream;
 use wasm_bindgen::JsCast;
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{console_error, web_sys, AbortController, AbortSignal, Delay, Headers, Response};
+use worker::{console_error, web_sys, AbortController, AbortSignal, Headers, Response};
 
 use crate::error::GatewayError;
 use crate::http::{declared_length, now_ms, set_header, whole_body};
 use crate::messages::StreamEncoder;
 use crate::providers::HttpCall;
 use crate::providers::StreamPipeline;
-use crate::usage::{truncation_error_frame, StreamEnd, StreamSummary};
+pub use crate::relay::{StreamRelay, StreamReport};
 
 pub const USER_AGENT: &str = concat!("tollgate/", env!("CARGO_PKG_VERSION"));
 
@@ -99,9 +98,9 @@ impl Upstream {
         &self.headers
     }
 
-    /// The body as a stream of chunks (an SSE answer).
-    pub fn into_stream(self) -> Result<ByteSource, worker::Error> {
-        Ok(Box::pin(Response::from(self.raw).stream()?))
+    /// The body as the source of a streamed answer (`None` without one).
+    pub fn into_source(self) -> Option<StreamSource> {
+        self.raw.body().map(|body| StreamSource::of(&body))
     }
 
     /// The whole body, refusing more than `limit` bytes.
@@ -157,244 +156,73 @@ impl Upstream {
     }
 }
 
-/// What a finished stream reports to the ledger writer.
-#[derive(Debug)]
-pub struct StreamReport {
-    pub summary: StreamSummary,
-    /// Milliseconds from request start to the first byte sent to the client.
-    pub ttft_ms: Option<u64>,
-    pub ended_at_ms: u64,
-}
-
 pub type ByteSource = Pin<Box<dyn Stream<Item = Result<Vec<u8>, worker::Error>>>>;
 
-/// Forwards an OpenAI-format SSE stream frame by frame, and reports how it
-/// ended through a channel — also when the client goes away, because the
-/// runtime then drops the stream without finishing it.
-pub struct ObservedStream {
-    source: ByteSource,
-    /// Aborts the upstream fetch when the stream ends early (idle timeout,
-    /// client gone), so the provider stops generating.
-    abort: Option<AbortController>,
-    /// Longest gap allowed between upstream chunks.
-    idle_ms: u64,
-    /// One timer for the idle limit, re-armed only when it fires early
-    /// (`sse::idle_wait_left`), not per chunk.
-    idle_timer: Option<Pin<Box<Delay>>>,
-    last_chunk_at_ms: u64,
-    /// Bytes already taken from the source before the response was committed.
-    prefix: Option<Vec<u8>>,
-    observer: Option<StreamPipeline>,
-    report: Option<oneshot::Sender<StreamReport>>,
-    started_at_ms: u64,
-    ttft_ms: Option<u64>,
-    done: bool,
-    /// Re-encodes what the client is sent (Anthropic events on `/v1/messages`).
-    encoder: Option<StreamEncoder>,
+/// Where a streamed answer's bytes come from.
+pub enum StreamSource {
+    /// A runtime stream (a provider's body, a Workers AI binding's answer),
+    /// read through its own reader.
+    Reader(web_sys::ReadableStreamDefaultReader),
+    /// Bytes the gateway makes itself (the demo provider, a whole answer
+    /// served as a stream).
+    Chunks(ByteSource),
 }
 
-impl ObservedStream {
-    /// Starts forwarding. `committed` is what [`first_output`] returned: the
-    /// first bytes for the client, already observed.
-    pub fn new(
-        committed: FirstOutput,
-        started_at_ms: u64,
-        idle_ms: u64,
-        abort: Option<AbortController>,
-        encoder: Option<StreamEncoder>,
-    ) -> (Self, oneshot::Receiver<StreamReport>) {
-        let (tx, rx) = oneshot::channel();
-        (
-            Self {
-                source: committed.source,
-                abort,
-                idle_ms,
-                idle_timer: None,
-                last_chunk_at_ms: started_at_ms,
-                prefix: Some(committed.bytes),
-                observer: Some(committed.observer),
-                report: Some(tx),
-                started_at_ms,
-                ttft_ms: None,
-                done: false,
-                encoder,
+impl StreamSource {
+    pub fn of(stream: &web_sys::ReadableStream) -> Self {
+        Self::Reader(stream.get_reader().unchecked_into())
+    }
+
+    /// The next chunk: `None` at the end, `Err` (why, for the log) when the
+    /// stream broke.
+    async fn next(&mut self) -> Option<Result<Vec<u8>, String>> {
+        use futures::StreamExt;
+        match self {
+            Self::Chunks(s) => s.next().await.map(|r| r.map_err(|e| e.to_string())),
+            Self::Reader(reader) => {
+                let read = match JsFuture::from(reader.read()).await {
+                    Ok(r) => r,
+                    Err(e) => return Some(Err(js_error_text(&e))),
+                };
+                let done = js_sys::Reflect::get(&read, &"done".into())
+                    .ok()
+                    .and_then(|d| d.as_bool())
+                    .unwrap_or(true);
+                if done {
+                    return None;
+                }
+                let value = js_sys::Reflect::get(&read, &"value".into()).ok()?;
+                match value.dyn_into::<js_sys::Uint8Array>() {
+                    Ok(bytes) => Some(Ok(bytes.to_vec())),
+                    Err(_) => Some(Err("a stream chunk that is not bytes".to_owned())),
+                }
+            }
+        }
+    }
+
+    /// The rest of the stream, as a runtime reader for [`relay_stream`].
+    fn into_reader(self) -> Result<web_sys::ReadableStreamDefaultReader, worker::Error> {
+        match self {
+            Self::Reader(reader) => Ok(reader),
+            Self::Chunks(chunks) => match Response::from_stream(chunks)?.body() {
+                worker::ResponseBody::Stream(s) => Ok(s.get_reader().unchecked_into()),
+                _ => Err(worker::Error::RustError(
+                    "a stream response without a stream body".to_owned(),
+                )),
             },
-            rx,
-        )
-    }
-
-    fn send_report(
-        &mut self,
-        client_aborted: bool,
-        forced_end: Option<StreamEnd>,
-    ) -> Option<StreamEnd> {
-        let observer = self.observer.take()?;
-        let mut summary = observer.finish(client_aborted);
-        if let Some(end) = forced_end {
-            if summary.end == StreamEnd::Completed {
-                summary.end = end;
-            }
-        }
-        let end = summary.end;
-        if let Some(tx) = self.report.take() {
-            let _ = tx.send(StreamReport {
-                summary,
-                ttft_ms: self.ttft_ms,
-                ended_at_ms: now_ms(),
-            });
-        }
-        Some(end)
-    }
-
-    fn abort_upstream(&mut self) {
-        if let Some(c) = self.abort.take() {
-            c.abort();
-        }
-    }
-
-    fn arm_idle_timer(&mut self, ms: u64) {
-        // setTimeout treats delays past 2^31-1 ms as 0; config caps idle at 1 h.
-        let ms = ms.clamp(1, i32::MAX as u64);
-        self.idle_timer = Some(Box::pin(Delay::from(std::time::Duration::from_millis(ms))));
-    }
-
-    /// With the source pending: true once no chunk has come for `idle_ms`.
-    /// Otherwise the idle timer is armed (or re-armed for what is left of
-    /// the window since the last chunk) and registered with `cx`.
-    fn idle_expired(&mut self, cx: &mut TaskContext<'_>) -> bool {
-        loop {
-            if self.idle_timer.is_none() {
-                let left =
-                    crate::sse::idle_wait_left(self.last_chunk_at_ms, now_ms(), self.idle_ms);
-                match left {
-                    Some(ms) => self.arm_idle_timer(ms),
-                    None => return true,
-                }
-            }
-            let fired = self
-                .idle_timer
-                .as_mut()
-                .is_some_and(|t| t.as_mut().poll(cx).is_ready());
-            if !fired {
-                return false;
-            }
-            // Fired: over, unless chunks came since it was armed.
-            self.idle_timer = None;
-        }
-    }
-
-    /// Ends the stream after an upstream failure: report, then one error frame.
-    fn fail(&mut self) -> Poll<Option<Result<Vec<u8>, worker::Error>>> {
-        self.done = true;
-        self.abort_upstream();
-        self.send_report(false, Some(StreamEnd::Truncated));
-        Poll::Ready(Some(Ok(self.truncation_notice())))
-    }
-
-    /// The client's error frame for a stream cut after the commit point.
-    fn truncation_notice(&mut self) -> Vec<u8> {
-        match self.encoder.as_mut() {
-            Some(e) => e.truncated(),
-            None => truncation_error_frame().into_bytes(),
-        }
-    }
-
-    /// OpenAI-format bytes for the client, in the client's format.
-    fn encode(&mut self, bytes: Vec<u8>) -> Vec<u8> {
-        let Some(encoder) = self.encoder.as_mut() else {
-            return bytes;
-        };
-        match encoder.push(&bytes) {
-            Ok(out) => out,
-            Err(e) => {
-                console_error!("could not re-encode the stream: {e}");
-                encoder.truncated()
-            }
         }
     }
 }
 
-impl Stream for ObservedStream {
-    type Item = Result<Vec<u8>, worker::Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(prefix) = self.prefix.take() {
-            let now = now_ms();
-            self.ttft_ms = Some(now.saturating_sub(self.started_at_ms));
-            self.last_chunk_at_ms = now;
-            let prefix = self.encode(prefix);
-            return Poll::Ready(Some(Ok(prefix)));
-        }
-        loop {
-            if self.done {
-                return Poll::Ready(None);
-            }
-            match self.source.as_mut().poll_next(cx) {
-                Poll::Pending => {
-                    if self.idle_expired(cx) {
-                        console_error!(
-                            "upstream stream idle for over {} ms; ending it",
-                            self.idle_ms
-                        );
-                        return self.fail();
-                    }
-                    return Poll::Pending;
-                }
-                Poll::Ready(Some(Ok(bytes))) => {
-                    self.last_chunk_at_ms = now_ms();
-                    let Some(observer) = self.observer.as_mut() else {
-                        return Poll::Ready(None);
-                    };
-                    let pushed = observer.push(&bytes);
-                    match pushed.map(|out| self.encode(out)) {
-                        Ok(out) if out.is_empty() => continue,
-                        Ok(out) => {
-                            if self.ttft_ms.is_none() {
-                                self.ttft_ms = Some(now_ms().saturating_sub(self.started_at_ms));
-                            }
-                            return Poll::Ready(Some(Ok(out)));
-                        }
-                        Err(e) => {
-                            console_error!("upstream stream is not valid SSE: {e}");
-                            return self.fail();
-                        }
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    console_error!("upstream stream broke: {e}");
-                    return self.fail();
-                }
-                Poll::Ready(None) => {
-                    self.done = true;
-                    // What a translated stream still owes (e.g. Gemini's usage and `[DONE]`).
-                    let mut tail = match self.observer.as_mut().map(StreamPipeline::end) {
-                        Some(Ok(bytes)) => bytes,
-                        Some(Err(e)) => {
-                            console_error!("upstream stream ended with invalid SSE: {e}");
-                            Vec::new()
-                        }
-                        None => Vec::new(),
-                    };
-                    tail = self.encode(tail);
-                    if self.send_report(false, None) == Some(StreamEnd::Truncated) {
-                        // Cut without `[DONE]`: tell the client instead of ending
-                        // as if the answer were complete.
-                        let notice = self.truncation_notice();
-                        tail.extend_from_slice(&notice);
-                    }
-                    if tail.is_empty() {
-                        return Poll::Ready(None);
-                    }
-                    return Poll::Ready(Some(Ok(tail)));
-                }
-            }
-        }
-    }
+fn js_error_text(e: &wasm_bindgen::JsValue) -> String {
+    e.dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .unwrap_or_else(|| format!("{e:?}"))
 }
 
 /// A stream whose first client-visible bytes have arrived: the commit point.
 pub struct FirstOutput {
-    source: ByteSource,
+    source: StreamSource,
     observer: StreamPipeline,
     bytes: Vec<u8>,
 }
@@ -405,11 +233,10 @@ pub struct FirstOutput {
 /// that breaks or ends before its first frame, is not SSE, or opens with an
 /// error frame is an upstream error, not a 200.
 pub async fn first_output(
-    mut source: ByteSource,
+    mut source: StreamSource,
     mut observer: StreamPipeline,
     provider: &str,
 ) -> Result<FirstOutput, GatewayError> {
-    use futures::StreamExt;
     loop {
         let next = source.next().await;
         let ended = next.is_none();
@@ -449,8 +276,8 @@ pub async fn first_output(
         }
         if !out.is_empty() {
             if ended {
-                // Never poll a finished body again.
-                source = Box::pin(futures::stream::empty());
+                // Never read a finished body again.
+                source = StreamSource::Chunks(Box::pin(futures::stream::empty()));
             }
             return Ok(FirstOutput {
                 source,
@@ -467,12 +294,148 @@ pub async fn first_output(
     }
 }
 
-impl Drop for ObservedStream {
+/// The client's body for a committed stream: the first output, then the rest
+/// of `first`'s source, each chunk through the [`StreamRelay`]; and a
+/// receiver for how it ended (sent also when the client goes away).
+///
+/// The chunk loop is JavaScript (`stream_relay.js`): a pull-based stream
+/// that hands each chunk to the relay synchronously. A Rust stream behind
+/// workers-rs' `Response::from_stream` cost a promise, a future and a
+/// microtask hop or two per chunk on each side of the wasm boundary; this
+/// way forwarding a chunk costs less CPU and reaches the client sooner
+/// (bench/README.md, "Seventh pass").
+pub fn relay(
+    first: FirstOutput,
+    started_at_ms: u64,
+    idle_ms: u64,
+    abort: Option<AbortController>,
+    encoder: Option<StreamEncoder>,
+) -> Result<(web_sys::ReadableStream, oneshot::Receiver<StreamReport>), worker::Error> {
+    let (tx, rx) = oneshot::channel();
+    let relay = StreamRelay::new(
+        first.observer,
+        first.bytes,
+        encoder,
+        started_at_ms,
+        idle_ms,
+        tx,
+    );
+    let reader = first.source.into_reader()?;
+    // setTimeout treats delays past 2^31-1 ms as 0; config caps idle at 1 h.
+    let idle = idle_ms.clamp(1, i32::MAX as u64) as f64;
+    let body = relay_stream(&reader, StreamTap { relay, abort }, idle);
+    Ok((body, rx))
+}
+
+#[wasm_bindgen::prelude::wasm_bindgen(module = "/src/stream_relay.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = relayStream)]
+    fn relay_stream(
+        reader: &web_sys::ReadableStreamDefaultReader,
+        tap: StreamTap,
+        idle_ms: f64,
+    ) -> web_sys::ReadableStream;
+}
+
+/// The [`StreamRelay`] as `stream_relay.js` drives it, with the upstream
+/// call's abort controller (so the provider stops generating when the stream
+/// ends early). Owned by the JavaScript stream, which frees it when it ends.
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub struct StreamTap {
+    relay: StreamRelay,
+    abort: Option<AbortController>,
+}
+
+impl StreamTap {
+    fn abort_upstream(&mut self) {
+        if let Some(c) = self.abort.take() {
+            c.abort();
+        }
+    }
+
+    fn fail(&mut self) -> Vec<u8> {
+        self.abort_upstream();
+        self.relay.fail(now_ms())
+    }
+
+    fn log_encode_error(&mut self) {
+        if let Some(e) = self.relay.take_encode_error() {
+            console_error!("could not re-encode the stream: {e}");
+        }
+    }
+}
+
+#[wasm_bindgen::prelude::wasm_bindgen]
+impl StreamTap {
+    /// The first output, read before the response was committed.
+    pub fn prefix(&mut self) -> Vec<u8> {
+        let out = self.relay.take_prefix(now_ms());
+        self.log_encode_error();
+        out
+    }
+
+    /// A chunk of the provider's stream in, the client's bytes out (maybe
+    /// none). After invalid SSE: the truncation notice, and [`Self::done`].
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let out = match self.relay.push(chunk, now_ms()) {
+            Ok(out) => out,
+            Err(e) => {
+                console_error!("upstream stream is not valid SSE: {e}");
+                self.fail()
+            }
+        };
+        self.log_encode_error();
+        out
+    }
+
+    /// True once the stream must end (nothing more is read or sent).
+    pub fn done(&self) -> bool {
+        self.relay.is_done()
+    }
+
+    /// The provider's stream ended: what the client is still owed.
+    pub fn end(&mut self) -> Vec<u8> {
+        let (tail, error) = self.relay.end(now_ms());
+        if let Some(e) = error {
+            console_error!("upstream stream ended with invalid SSE: {e}");
+        }
+        self.log_encode_error();
+        tail
+    }
+
+    /// The provider's stream broke: the truncation notice.
+    pub fn broke(&mut self, why: String) -> Vec<u8> {
+        console_error!("upstream stream broke: {why}");
+        self.fail()
+    }
+
+    /// Milliseconds the idle limit has left (0: over).
+    pub fn idle_left(&self) -> f64 {
+        self.relay.idle_left(now_ms()).unwrap_or(0) as f64
+    }
+
+    /// No chunk for the idle limit: the truncation notice.
+    pub fn idle_expired(&mut self) -> Vec<u8> {
+        console_error!(
+            "upstream stream idle for over {} ms; ending it",
+            self.relay.idle_ms()
+        );
+        self.fail()
+    }
+
+    /// The client went away (the runtime cancelled the response body).
+    pub fn cancel(&mut self) {
+        self.relay.client_gone(now_ms());
+        self.abort_upstream();
+    }
+}
+
+impl Drop for StreamTap {
     fn drop(&mut self) {
-        // Dropped before the end: the client went away (or the runtime
-        // cancelled the response). Still report, so the ledger gets its row.
-        if self.report.is_some() {
-            self.send_report(true, None);
+        // Freed before an end the relay saw (the runtime dropped the stream):
+        // report it as the client going away, so the ledger gets its row.
+        if !self.relay.is_done() {
+            self.relay.client_gone(now_ms());
         }
         self.abort_upstream();
     }

@@ -35,7 +35,7 @@ use crate::request::{
 use crate::routing::{plan_route, Link, RequestFacts, Target};
 use crate::semantic::{self as sem, SemanticMode, Verdict};
 use crate::store;
-use crate::upstream::{self, ByteSource, ObservedStream, StreamReport};
+use crate::upstream::{self, ByteSource, StreamReport, StreamSource};
 use crate::usage::{unreported_usage, usage_from_response, ChatStreamObserver};
 use crate::walker::{trace_header, Budget, Failure, Step, TimeoutKind, Walker};
 
@@ -1318,7 +1318,7 @@ async fn demo_answer(
             observer = observer.with_accumulator(max);
         }
         let pipeline = StreamPipeline::passthrough(observer);
-        let first = upstream::first_output(source, pipeline, "demo").await?;
+        let first = upstream::first_output(StreamSource::Chunks(source), pipeline, "demo").await?;
         // The demo never waits between frames; any idle limit will do.
         let answer = stream_answer(first, started, 60_000, None, stream_encoder(row, false))?;
         return Ok((answer, 200));
@@ -1498,9 +1498,8 @@ async fn http_attempt(
             controller.abort();
             return Err((Failure::BadResponse, invalid()));
         }
-        let source: ByteSource = match resp.into_stream() {
-            Ok(s) => s,
-            Err(_) => return Err((Failure::BadResponse, invalid())),
+        let Some(source) = resp.into_source() else {
+            return Err((Failure::BadResponse, invalid()));
         };
         let observer =
             StreamPipeline::for_call(&call, &completion_id(&row.request_id), started / 1000);
@@ -1615,12 +1614,12 @@ async fn binding_attempt(
     };
     let id = completion_id(&row.request_id);
     if call.stream {
-        let source: ByteSource = match output {
-            crate::ai_binding::RunOutput::Stream(s) => s,
+        let source = match output {
+            crate::ai_binding::RunOutput::Stream(s) => StreamSource::of(&s),
             // A model that cannot stream answered whole: serve it as a stream.
-            crate::ai_binding::RunOutput::Json(body) => Box::pin(futures::stream::iter([Ok(
-                workers_ai::object_as_sse(&body),
-            )])),
+            crate::ai_binding::RunOutput::Json(body) => StreamSource::Chunks(Box::pin(
+                futures::stream::iter([Ok(workers_ai::object_as_sse(&body))]),
+            )),
         };
         let pipeline = StreamPipeline::for_binding(&call, &id, started / 1000);
         let pipeline = match keep_body {
@@ -1715,7 +1714,7 @@ fn stream_encoder(row: &RequestRow, pass_through: bool) -> Option<StreamEncoder>
 /// attempt's timer (with the controller back, for the rest of the stream); on
 /// a timeout or a failure the upstream call is aborted.
 async fn first_output_within(
-    source: ByteSource,
+    source: StreamSource,
     pipeline: StreamPipeline,
     provider: &str,
     timer: &mut AttemptTimer,
@@ -1755,8 +1754,10 @@ fn stream_answer(
     abort: Option<AbortController>,
     encoder: Option<StreamEncoder>,
 ) -> Result<Answer, GatewayError> {
-    let (stream, report) = ObservedStream::new(first, started, idle_ms, abort, encoder);
-    let resp = Response::from_stream(stream).map_err(|_| GatewayError::Internal)?;
+    let (body, report) = upstream::relay(first, started, idle_ms, abort, encoder)
+        .map_err(|_| GatewayError::Internal)?;
+    let resp = Response::from_body(worker::ResponseBody::Stream(body))
+        .map_err(|_| GatewayError::Internal)?;
     let resp = with_timing(resp, "text/event-stream", started, None);
     Ok(Answer::Streaming(resp, report))
 }
