@@ -133,10 +133,15 @@ impl StreamRelay {
         self.send_report(true, None, now);
     }
 
-    /// With no chunk since `last_chunk_at_ms`: how long the idle limit has
-    /// left, `None` once it is over.
-    pub fn idle_left(&self, now: u64) -> Option<u64> {
-        crate::sse::idle_wait_left(self.last_chunk_at_ms, now, self.idle_ms)
+    /// With a read of the provider's stream pending since `waiting_since`:
+    /// how long the idle limit has left, `None` once it is over. The limit
+    /// counts the provider's silence only — from the last chunk, or from when
+    /// the gateway asked for the next one if that was later (a client that
+    /// stops reading holds the next read back, and is not the provider's
+    /// silence).
+    pub fn idle_left(&self, now: u64, waiting_since: u64) -> Option<u64> {
+        let since = self.last_chunk_at_ms.max(waiting_since);
+        crate::sse::idle_wait_left(since, now, self.idle_ms)
     }
 
     fn send_report(
@@ -298,10 +303,20 @@ mod tests {
     fn the_idle_limit_counts_from_the_last_chunk() {
         let (mut r, _rx) = relay();
         r.take_prefix(1000);
-        assert_eq!(r.idle_left(1100), Some(400));
+        assert_eq!(r.idle_left(1100, 1000), Some(400));
         r.push(HELLO, 1200).expect("valid");
-        assert_eq!(r.idle_left(1600), Some(100));
-        assert_eq!(r.idle_left(1700), None);
+        assert_eq!(r.idle_left(1600, 1200), Some(100));
+        assert_eq!(r.idle_left(1700, 1200), None);
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_does_not_use_up_the_idle_limit() {
+        let (mut r, _rx) = relay();
+        r.take_prefix(1000);
+        r.push(HELLO, 1010).expect("valid");
+        // The client read nothing for 5 s; the next read went out at 6000.
+        assert_eq!(r.idle_left(6100, 6000), Some(400));
+        assert_eq!(r.idle_left(6500, 6000), None);
     }
 
     #[test]

@@ -11,6 +11,10 @@ export function relayStream(reader, tap, idleMs) {
   let finished = false;
   let timer = null;
   let controller = null;
+  // When the pending read of the provider's stream was asked for (null: none
+  // pending — the client has not asked for more, and its pace is not the
+  // provider's silence).
+  let waitingSince = null;
   const finish = () => {
     finished = true;
     if (timer !== null) clearTimeout(timer);
@@ -25,11 +29,16 @@ export function relayStream(reader, tap, idleMs) {
     reader.cancel().catch(() => {});
   };
   // One timer for the idle limit, re-armed for what is left of it when it
-  // fires early (chunks came meanwhile), not set per chunk.
+  // fires early (chunks came meanwhile, or no read was pending), not set per
+  // chunk.
   const onIdle = () => {
     timer = null;
     if (finished) return;
-    const left = tap.idle_left();
+    if (waitingSince === null) {
+      timer = setTimeout(onIdle, idleMs);
+      return;
+    }
+    const left = tap.idle_left(waitingSince);
     if (left > 0) timer = setTimeout(onIdle, left);
     else close(tap.idle_expired());
   };
@@ -43,12 +52,15 @@ export function relayStream(reader, tap, idleMs) {
     async pull(c) {
       while (!finished) {
         let read;
+        waitingSince = Date.now();
         try {
           read = await reader.read();
         } catch (e) {
+          waitingSince = null;
           if (!finished) close(tap.broke(String(e?.message ?? e)));
           return;
         }
+        waitingSince = null;
         if (finished) return;
         if (read.done) {
           const tail = tap.end();

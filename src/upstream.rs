@@ -409,9 +409,11 @@ impl StreamTap {
         self.fail()
     }
 
-    /// Milliseconds the idle limit has left (0: over).
-    pub fn idle_left(&self) -> f64 {
-        self.relay.idle_left(now_ms()).unwrap_or(0) as f64
+    /// Milliseconds the idle limit has left (0: over), with a read pending
+    /// since `waiting_since` (ms since the epoch).
+    pub fn idle_left(&self, waiting_since: f64) -> f64 {
+        let since = waiting_since.max(0.0) as u64;
+        self.relay.idle_left(now_ms(), since).unwrap_or(0) as f64
     }
 
     /// No chunk for the idle limit: the truncation notice.
