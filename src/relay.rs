@@ -30,7 +30,7 @@ pub struct StreamRelay {
     prefix: Option<Vec<u8>>,
     report: Option<oneshot::Sender<StreamReport>>,
     started_at_ms: u64,
-    /// Longest gap allowed between upstream chunks.
+    /// Longest the provider may stay silent (see [`Self::idle_left`]).
     idle_ms: u64,
     last_chunk_at_ms: u64,
     ttft_ms: Option<u64>,
@@ -89,7 +89,7 @@ impl StreamRelay {
         self.done
     }
 
-    /// The longest gap allowed between upstream chunks.
+    /// The longest the provider may stay silent.
     pub fn idle_ms(&self) -> u64 {
         self.idle_ms
     }

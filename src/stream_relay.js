@@ -62,13 +62,7 @@ export function relayStream(reader, tap, idleMs) {
         }
         waitingSince = null;
         if (finished) return;
-        if (read.done) {
-          const tail = tap.end();
-          finish();
-          if (tail.length) c.enqueue(tail);
-          c.close();
-          return;
-        }
+        if (read.done) return close(tap.end());
         const out = tap.push(read.value);
         if (tap.done()) return close(out);
         if (out.length) return c.enqueue(out);

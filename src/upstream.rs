@@ -65,10 +65,7 @@ pub async fn send(call: &HttpCall, signal: &AbortSignal) -> Result<Upstream, Gat
     match answered {
         Ok(resp) => Ok(Upstream::new(resp)),
         Err(e) => {
-            let why = e
-                .dyn_ref::<js_sys::Error>()
-                .map(|e| String::from(e.message()))
-                .unwrap_or_else(|| format!("{e:?}"));
+            let why = js_error_text(&e);
             console_error!("fetch to provider {} failed: {why}", call.provider);
             Err(unreachable())
         }
@@ -214,6 +211,7 @@ impl StreamSource {
     }
 }
 
+/// A thrown value's message, for the log.
 fn js_error_text(e: &wasm_bindgen::JsValue) -> String {
     e.dyn_ref::<js_sys::Error>()
         .map(|e| String::from(e.message()))
