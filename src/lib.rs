@@ -85,9 +85,9 @@ mod entry {
     /// Makes js-sys's future queue schedule its polls with `then` on a
     /// resolved promise instead of `queueMicrotask`. The queue uses
     /// `queueMicrotask` when the global has one, and in workerd a call costs
-    /// ~3.4 µs (the runtime wraps each callback in a new function to report
-    /// its errors) against ~0.2 µs for `then`; a proxied request schedules
-    /// ~5 (bench/README.md, eighth pass). Both run the poll as a microtask,
+    /// ~3 µs (the runtime wraps each callback in a new function to report
+    /// its errors) against ~0.1 µs for `then`; a proxied request schedules
+    /// ~5 (`bench/runtime-calls.mjs`; docs/decisions.md, eighth pass). Both run the poll as a microtask,
     /// in order. The queue looks once, when it is created, so it is created
     /// here (by spawning an empty task) with `queueMicrotask` shadowed by an
     /// own property of the global for that moment; deleting the shadow

@@ -311,7 +311,7 @@ fn first_message(body: &[u8]) -> Option<crate::openai::AssistantMessage> {
 /// now, and only a request that leads or fills a ledger batch adds a
 /// `waitUntil` (`store::queue_request_row`). Under load nearly every request
 /// is a follower, and each `waitUntil` of a Rust future costs a promise, its
-/// closures and the runtime's own bookkeeping (~3 µs for the call alone).
+/// closures and the runtime's own bookkeeping (~2 µs for the call alone).
 fn finish_row_after(
     ctx: &Context,
     env: Env,
