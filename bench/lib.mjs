@@ -234,6 +234,63 @@ export async function interleavedMany({ direct, arms, rounds, perRound, warmup, 
 }
 
 /**
+ * Streams side by side: one stream per arm per round, `direct` included, the
+ * order rotating each round (as interleavedMany does for c=1), so the
+ * machine's drift reaches every arm alike. Per arm: added TTFT = median over
+ * rounds of (arm's TTFT − direct's in the same round), with its IQR, and the
+ * same for the mock-stamped split (request's way, first chunk's way). Before
+ * each measured stream, `blockWarmup` unmeasured plain requests go to the
+ * same arm, as in interleavedMany: the arms before it ran on the same core,
+ * so without them a stream measures the caches other gateways left cold
+ * (and a core idle for the other arms' streams) more than the gateway. An arm
+ * whose first stream does not answer 200 is left out and listed in `failed`.
+ * The first arm is compared with each other one, round by round.
+ */
+export async function streamsMany({ direct, arms, rounds, blockWarmup = 0, check }) {
+  const failed = {};
+  const ok = {};
+  for (const [name, a] of Object.entries(arms)) {
+    const probe = await postStream(a.url, a.headers, a.streamBody());
+    if (probe.status === 200 && probe.ttft !== null) ok[name] = a;
+    else failed[name] = probe.status;
+  }
+  await postStream(direct.url, direct.headers, direct.streamBody());
+  const all = { direct, ...ok };
+  const names = Object.keys(all);
+  const runs = Object.fromEntries(names.map((n) => [n, []]));
+  for (let r = 0; r < rounds; r++) {
+    for (const name of names.map((_, i) => names[(i + r) % names.length])) {
+      const a = all[name];
+      for (let i = 0; i < blockWarmup; i++) check(a, await post(a.url, a.headers, a.body()));
+      const res = await postStream(a.url, a.headers, a.streamBody());
+      if (res.status !== 200 || res.ttft === null) throw new Error(`${name}: a stream answered ${res.status}${res.ttft === null ? ' without content' : ''} in round ${r + 1}`);
+      runs[name].push(res);
+    }
+  }
+  const perRound = (name, key) => runs[name].map((x, i) => (x[key] === null || runs.direct[i][key] === null ? null : x[key] - runs.direct[i][key]));
+  const mid = (xs) => {
+    if (xs.some((x) => x === null)) return null;
+    const s = sorted(xs);
+    return { median_ms: quantile(s, 0.5), iqr_ms: [quantile(s, 0.25), quantile(s, 0.75)] };
+  };
+  const out = { rounds, block_warmup: blockWarmup, arms: {}, pairs: {}, failed };
+  for (const name of Object.keys(ok)) {
+    out.arms[name] = {
+      added_ttft: mid(perRound(name, 'ttft')),
+      added_request_path: mid(perRound(name, 'upstream_arrival_ms')),
+      added_chunk_path: mid(perRound(name, 'first_chunk_transit_ms')),
+      batched_frames: runs[name].reduce((n, x) => n + x.batched, 0),
+    };
+  }
+  const [first, ...others] = Object.keys(ok);
+  for (const b of others) {
+    const diff = runs[first].map((x, i) => x.ttft - runs[b][i].ttft);
+    out.pairs[`${first} − ${b}`] = { median_ms: quantile(sorted(diff), 0.5), first_lower_in: diff.filter((x) => x < 0).length, rounds };
+  }
+  return out;
+}
+
+/**
  * Closed loop at concurrency `c` for `seconds` after `warmupSeconds`; counts
  * responses and errors, and latency of those completed inside the window.
  */

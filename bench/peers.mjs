@@ -26,7 +26,7 @@ import { parseArgs } from 'node:util';
 
 import { freePort, ROOT, startStack } from '../tests/e2e/harness.mjs';
 import { buildBinaryConfig, captureEnv, productionBundle, spawnWorkerd, startLoopbackStub, WORKERD_ARGS, workerdBinary } from './bare-workerd.mjs';
-import { closedLoop, comm, cpuSeconds, interleaved, interleavedMany, listeningPorts, peakRssMiB, pin, post, postStream, processTree, roundAll, stopProcessGroup, streams } from './lib.mjs';
+import { closedLoop, comm, cpuSeconds, interleaved, interleavedMany, listeningPorts, peakRssMiB, pin, post, postStream, processTree, roundAll, stopProcessGroup, streams, streamsMany } from './lib.mjs';
 
 const { values: args } = parseArgs({
   allowNegative: true,
@@ -187,6 +187,13 @@ async function sideBySide(names) {
     const r = await interleavedMany({ direct, arms, rounds, perRound, warmup: 20, blockWarmup: 10, check: checkOk });
     for (const [name, a] of Object.entries(r.arms)) log(`  ${DISPLAY[name]}: added median ${a.added_median_ms.toFixed(3)} ms [IQR ${a.added_median_iqr_ms.map((x) => x.toFixed(3)).join('–')}], added p99 ${a.added_p99_ms.toFixed(3)} ms`);
     for (const [pair, p] of Object.entries(r.pairs)) log(`  ${pair}: median ${p.median_ms.toFixed(3)} ms per round, first lower in ${p.first_lower_in} of ${p.rounds}`);
+    // Time to first token the same way: one stream per arm per round.
+    const streamRounds = Q ? 8 : 20;
+    log(`side by side, streams: ${streamRounds} rounds × 1 stream per arm after 10 unmeasured requests, order rotating`);
+    r.ttft = await streamsMany({ direct, arms, rounds: streamRounds, blockWarmup: 10, check: checkOk });
+    for (const [name, a] of Object.entries(r.ttft.arms)) log(`  ${DISPLAY[name]}: added TTFT median ${a.added_ttft.median_ms.toFixed(3)} ms [IQR ${a.added_ttft.iqr_ms.map((x) => x.toFixed(3)).join('–')}]${a.added_request_path ? ` (request's way ${a.added_request_path.median_ms.toFixed(3)}, chunk's way ${a.added_chunk_path?.median_ms.toFixed(3)})` : ''}`);
+    for (const [name, status] of Object.entries(r.ttft.failed)) log(`  ${DISPLAY[name]}: left out, its stream answered ${status}`);
+    for (const [pair, p] of Object.entries(r.ttft.pairs)) log(`  ${pair}: TTFT median ${p.median_ms.toFixed(3)} ms per round, first lower in ${p.first_lower_in} of ${p.rounds}`);
     return r;
   } finally {
     for (const g of started) {
@@ -911,6 +918,21 @@ function markdown(r) {
     for (const [pair, p] of Object.entries(sbs.pairs)) {
       const [a, b] = pair.split(' − ');
       lines.push(`- ${display(a)} − ${display(b)}: median ${f(p.median_ms, 3)} ms per round; ${display(a)} lower in ${p.first_lower_in} of ${p.rounds} rounds.`);
+    }
+    const t = sbs.ttft;
+    if (t) {
+      lines.push('');
+      lines.push(`Time to first token side by side: the same gateways, ${t.rounds} rounds × 1 stream per arm with a direct stream, each after ${t.block_warmup} unmeasured plain requests to the same arm (as in the c=1 blocks: a warm gateway, not one whose core idled through the other arms' streams), the order rotating each round. Added = median over rounds of (gateway's TTFT − direct's in the same round) [IQR]; the split by the mock's clock likewise. The one-at-a-time TTFT above is the other case: a stream after ~0.65 s in which the gateway's core idled.`);
+      lines.push('');
+      lines.push("| gateway | added TTFT median (ms) | IQR (ms) | request's way (ms) | first chunk's way (ms) | batched chunks |");
+      lines.push('|---|---|---|---|---|---|');
+      for (const [name, a] of Object.entries(t.arms)) lines.push(`| ${display(name)} | ${f(a.added_ttft.median_ms, 3)} | ${f(a.added_ttft.iqr_ms[0], 3)}–${f(a.added_ttft.iqr_ms[1], 3)} | ${a.added_request_path ? f(a.added_request_path.median_ms, 3) : '–'} | ${a.added_chunk_path ? f(a.added_chunk_path.median_ms, 3) : '–'} | ${a.batched_frames} |`);
+      for (const [name, status] of Object.entries(t.failed)) lines.push(`| ${display(name)} | left out: its stream answered ${status} | | | | |`);
+      lines.push('');
+      for (const [pair, p] of Object.entries(t.pairs)) {
+        const [a, b] = pair.split(' − ');
+        lines.push(`- ${display(a)} − ${display(b)}: TTFT median ${f(p.median_ms, 3)} ms per round; ${display(a)} lower in ${p.first_lower_in} of ${p.rounds} rounds.`);
+      }
     }
   }
   // tollgate's profiles, one column group per runtime that ran.
