@@ -87,12 +87,13 @@ mod entry {
     /// `queueMicrotask` when the global has one, and in workerd a call costs
     /// ~3 µs (the runtime wraps each callback in a new function to report
     /// its errors) against ~0.1 µs for `then`; a proxied request schedules
-    /// ~5 (`bench/runtime-calls.mjs`; docs/decisions.md, eighth pass). Both run the poll as a microtask,
-    /// in order. The queue looks once, when it is created, so it is created
-    /// here (by spawning an empty task) with `queueMicrotask` shadowed by an
-    /// own property of the global for that moment; deleting the shadow
-    /// restores the runtime's own, which lives on the global's prototype.
-    /// Should a runtime ever make it an own property, nothing is shadowed.
+    /// ~5 (`bench/runtime-calls.mjs`; docs/decisions.md, eighth pass). Both
+    /// run the poll as a microtask, in order. The queue looks once, when it
+    /// is created, so it is created here (by spawning an empty task) with
+    /// `queueMicrotask` shadowed by an own property of the global for that
+    /// moment; deleting the shadow restores the runtime's own, which lives on
+    /// the global's prototype. Should a runtime ever make it an own property,
+    /// nothing is shadowed.
     fn poll_futures_from_promise_jobs() {
         use worker::js_sys::{global, Reflect};
         use worker::wasm_bindgen::JsValue;
