@@ -252,7 +252,7 @@ export async function streamsMany({ direct, arms, rounds, blockWarmup = 0, check
   for (const [name, a] of Object.entries(arms)) {
     const probe = await postStream(a.url, a.headers, a.streamBody());
     if (probe.status === 200 && probe.ttft !== null) ok[name] = a;
-    else failed[name] = probe.status;
+    else failed[name] = probe.status === 200 ? '200 without content' : probe.status;
   }
   await postStream(direct.url, direct.headers, direct.streamBody());
   const all = { direct, ...ok };

@@ -460,20 +460,21 @@ pub fn queue_request_row(
     db: &D1Database,
     row: RequestRow,
 ) -> Option<impl std::future::Future<Output = ()> + 'static> {
-    let push = LEDGER_QUEUE.with(|q| q.borrow_mut().push(row));
-    if matches!(push, Push::Follow) {
-        return None;
-    }
+    // A leader waits out the window for its generation; a full batch goes now.
+    let (window, full) = match LEDGER_QUEUE.with(|q| q.borrow_mut().push(row)) {
+        Push::Follow => return None,
+        Push::Lead { generation } => (Some(generation), Vec::new()),
+        Push::Flush(rows) => (None, rows),
+    };
     // A second handle on the same binding (workers-rs' D1Database is not Clone).
     let db: D1Database = wasm_bindgen::JsCast::unchecked_into(AsRef::<JsValue>::as_ref(db).clone());
     Some(async move {
-        let rows = match push {
-            Push::Follow => return,
-            Push::Flush(rows) => rows,
-            Push::Lead { generation } => {
+        let rows = match window {
+            Some(generation) => {
                 Delay::from(Duration::from_millis(LEDGER_BATCH_WINDOW_MS)).await;
                 LEDGER_QUEUE.with(|q| q.borrow_mut().take(generation))
             }
+            None => full,
         };
         if rows.is_empty() {
             return;

@@ -303,9 +303,6 @@ fn first_message(body: &[u8]) -> Option<crate::openai::AssistantMessage> {
     c.choices.into_iter().next().map(|choice| choice.message)
 }
 
-/// After the response: price the row, settle the request's reservation in
-/// every budget scope (key, project) with the real cost, write the ledger row
-/// (and its attempts).
 /// `finish_row` for a request that is over when its response is: with no
 /// budget to settle (a Durable Object call), the row is priced and queued
 /// now, and only a request that leads or fills a ledger batch adds a
@@ -332,6 +329,9 @@ fn finish_row_after(
     }
 }
 
+/// After the response: price the row, settle the request's reservation in
+/// every budget scope (key, project) with the real cost, write the ledger row
+/// (and its attempts).
 async fn finish_row(
     env: Env,
     db: worker::D1Database,
